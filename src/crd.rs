@@ -1,0 +1,430 @@
+//! The `RedrivePolicy` custom resource (`redrive.dev/v1alpha1`).
+//!
+//! These Rust types are the single source of truth for the CRD: `redrive-operator crd` prints the
+//! schema generated from them and `crds/redrivepolicies.redrive.dev.yaml` is checked against it by a
+//! test. Validation that the API server can do lives in the schema (patterns, bounds, CEL rules);
+//! what it cannot do (regex syntax) is checked by [`crate::policy`] and reported in a condition.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Pattern shared by every duration field: one whole number and one unit.
+///
+/// Deliberately narrower than Go or humantime durations, so that the same string means the same
+/// thing in the CRD's CEL rules, in `kubectl explain` and in the operator.
+pub const DURATION_PATTERN: &str = r"^[0-9]{1,7}(s|m|h|d)$";
+
+/// CEL expression turning the duration string `$f` into seconds (see [`DURATION_PATTERN`]).
+macro_rules! cel_seconds {
+    ($f:literal) => {
+        concat!(
+            "(int(",
+            $f,
+            ".substring(0, ",
+            $f,
+            ".size() - 1)) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}[",
+            $f,
+            ".substring(",
+            $f,
+            ".size() - 1)])"
+        )
+    };
+}
+
+/// Declares which failed workflow runs the operator may resume, and how carefully.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "redrive.dev",
+    version = "v1alpha1",
+    kind = "RedrivePolicy",
+    plural = "redrivepolicies",
+    singular = "redrivepolicy",
+    shortname = "rdp",
+    category = "redrive",
+    namespaced,
+    status = "RedrivePolicyStatus",
+    derive = "PartialEq",
+    cel,
+    doc = "RedrivePolicy tells redrive-operator which failed AWS Step Functions executions to redrive (resume from the point of failure), when, and at what rate.",
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "DryRun",
+        type_ = "boolean",
+        json_path = ".spec.dryRun",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Redriven",
+        type_ = "integer",
+        json_path = ".status.counts.redriven"
+    ),
+    printcolumn(
+        name = "Waiting",
+        type_ = "integer",
+        json_path = ".status.counts.waiting"
+    ),
+    printcolumn(
+        name = "Exhausted",
+        type_ = "integer",
+        json_path = ".status.counts.exhausted"
+    ),
+    printcolumn(name = "Last poll", type_ = "date", json_path = ".status.lastPoll"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedrivePolicySpec {
+    /// Stop acting on this policy (no AWS calls); status is kept.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Compute and publish the plan, but never call RedriveExecution.
+    #[serde(default)]
+    pub dry_run: bool,
+
+    /// Which Step Functions state machines this policy covers.
+    pub step_functions: StepFunctionsTarget,
+
+    /// Execution statuses to redrive (subset of FAILED, TIMED_OUT, ABORTED).
+    #[serde(default = "default_statuses")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("statuses must not repeat a value"))]
+    pub statuses: Vec<FailureStatus>,
+
+    /// Filters on the execution's error name and cause. Setting any of them costs one
+    /// DescribeExecution call per candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ErrorFilter>,
+
+    /// Age window of the failure, measured from the execution's stop date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+
+    /// Maximum number of redrives of one execution (AWS counts them in redriveCount).
+    #[serde(default = "default_max_redrives")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_redrives: u32,
+
+    /// Wait between a failure and its next redrive, growing with each redrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+
+    /// Rate and concurrency caps for this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+
+    /// How often to look for failed executions (e.g. 30s, 1m, 5m). Minimum 10s.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " >= 10")).message("pollInterval must be at least 10s"))]
+    pub poll_interval: String,
+}
+
+/// The Step Functions side of a policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.stateMachines) && size(self.stateMachines) > 0) || has(self.selector)").message("set at least one of stepFunctions.stateMachines or stepFunctions.selector"))]
+#[x_kube(validation = Rule::new("!has(self.stateMachines) || self.stateMachines.all(a, a.split(':')[3] == self.region)").message("every ARN in stepFunctions.stateMachines must be in stepFunctions.region"))]
+pub struct StepFunctionsTarget {
+    /// AWS region of the state machines, e.g. eu-west-1.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"), length(max = 32))]
+    pub region: String,
+
+    /// IAM role to assume for this policy, with ExternalId set to the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"),
+        length(max = 600)
+    )]
+    pub role_arn: Option<String>,
+
+    /// Explicit state machine ARNs (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(
+            regex(
+                pattern = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{12}:stateMachine:[^:\s]{1,80}(/[^:\s]{1,80})?(:[A-Za-z0-9_-]{1,80})?$"
+            ),
+            length(max = 256)
+        )
+    )]
+    pub state_machines: Vec<String>,
+
+    /// Select state machines by name and tags (costs ListStateMachines and ListTagsForResource
+    /// calls, cached between polls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<StateMachineSelector>,
+
+    /// Longest time an execution of these state machines runs, redrives included (e.g. 1h, 2d).
+    /// Listing stops at executions that started more than window.maxAge + maxRunTime ago,
+    /// because AWS lists executions by start date.
+    #[serde(default = "default_max_run_time")]
+    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("stepFunctions.maxRunTime must be at most 365d (the AWS maximum execution time)"))]
+    pub max_run_time: String,
+}
+
+/// Selects state machines by name and tags; both must match when both are set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.nameRegex) || (has(self.tags) && size(self.tags) > 0)").message("stepFunctions.selector needs nameRegex or tags"))]
+pub struct StateMachineSelector {
+    /// Regular expression (RE2 syntax) matched against the state machine name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub name_regex: Option<String>,
+
+    /// Tags that the state machine must carry, all of them, with these exact values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A terminal status that can be redriven.
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureStatus {
+    Failed,
+    TimedOut,
+    Aborted,
+}
+
+impl FailureStatus {
+    pub const ALL: [FailureStatus; 3] = [Self::Failed, Self::TimedOut, Self::Aborted];
+
+    /// The Step Functions `ExecutionStatus` wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "FAILED",
+            Self::TimedOut => "TIMED_OUT",
+            Self::Aborted => "ABORTED",
+        }
+    }
+}
+
+/// Error filters, evaluated against DescribeExecution's `error` and `cause`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorFilter {
+    /// Redrive only executions whose error name matches one of these globs (e.g. Lambda.*).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    pub include: Vec<String>,
+
+    /// Never redrive executions whose error name matches one of these globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    pub exclude: Vec<String>,
+
+    /// Redrive only executions whose cause matches this regular expression (RE2 syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub cause_regex: Option<String>,
+}
+
+/// Age window since the execution stopped.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(concat!("!has(self.minAge) || !has(self.maxAge) || ", cel_seconds!("self.minAge"), " < ", cel_seconds!("self.maxAge"))).message("window.minAge must be shorter than window.maxAge"))]
+pub struct Window {
+    /// Leave failures alone until they are this old (gives humans and other tools a head start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    pub min_age: Option<String>,
+
+    /// Ignore failures older than this. At most 14d: AWS refuses to redrive an execution more
+    /// than 14 days after it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 1209600")).message("window.maxAge must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"))]
+    pub max_age: Option<String>,
+}
+
+/// Exponential backoff between a failure and the next redrive.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(concat!(cel_seconds!("self.initial"), " <= ", cel_seconds!("self.max"))).message("backoff.initial must not exceed backoff.max"))]
+pub struct Backoff {
+    /// Wait before the first redrive, counted from the stop date.
+    #[serde(default = "default_backoff_initial")]
+    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    pub initial: String,
+
+    /// Multiplier applied per earlier redrive (wait = initial * factor^redriveCount).
+    #[serde(default = "default_backoff_factor")]
+    #[schemars(range(min = 1.0, max = 10.0))]
+    pub factor: f64,
+
+    /// Upper bound of the wait.
+    #[serde(default = "default_backoff_max")]
+    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    pub max: String,
+
+    /// Spread (0 to 1) applied to each wait, deterministic per execution and attempt.
+    #[serde(default = "default_backoff_jitter")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: default_backoff_initial(),
+            factor: default_backoff_factor(),
+            max: default_backoff_max(),
+            jitter: default_backoff_jitter(),
+        }
+    }
+}
+
+/// Rate and concurrency caps.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Maximum RedriveExecution calls per minute for this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub redrives_per_minute: Option<u32>,
+
+    /// Maximum number of redriven executions running at once (costs one extra ListExecutions
+    /// per state machine and poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_running_redriven: Option<u32>,
+}
+
+/// Observed state, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RedrivePolicyStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Suspended and Degraded conditions (metav1.Condition shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// When the last poll finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll: Option<String>,
+
+    /// When the next poll is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_poll: Option<String>,
+
+    /// Number of state machines the policy resolved to at the last poll.
+    #[serde(default)]
+    pub state_machines: u32,
+
+    /// Decision counts.
+    #[serde(default)]
+    pub counts: StatusCounts,
+
+    /// The most recent redrives, newest first (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<RecentRedrive>,
+}
+
+/// metav1.Condition.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Counters shown by `kubectl get rdp`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    /// Redrives performed by this operator for this policy, in total.
+    #[serde(default)]
+    pub redriven: u64,
+    /// Executions waiting (backoff, minimum age, budget) at the last poll.
+    #[serde(default)]
+    pub waiting: u64,
+    /// Executions that reached maxRedrives, at the last poll.
+    #[serde(default)]
+    pub exhausted: u64,
+    /// Decisions of the last poll by reason code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+/// One redrive, for the bounded history in status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentRedrive {
+    pub execution_arn: String,
+    /// redriveCount observed before the redrive (the attempt number, from 0).
+    pub redrive_count: u32,
+    /// RFC 3339.
+    pub at: String,
+    /// Redriven, AlreadyRedriven, NotRedrivable, Failed, DryRun...
+    pub outcome: String,
+}
+
+fn default_statuses() -> Vec<FailureStatus> {
+    vec![FailureStatus::Failed, FailureStatus::TimedOut]
+}
+fn default_max_redrives() -> u32 {
+    3
+}
+fn default_poll_interval() -> String {
+    "1m".into()
+}
+fn default_max_run_time() -> String {
+    "1d".into()
+}
+fn default_backoff_initial() -> String {
+    "1m".into()
+}
+fn default_backoff_factor() -> f64 {
+    2.0
+}
+fn default_backoff_max() -> String {
+    "1h".into()
+}
+fn default_backoff_jitter() -> f64 {
+    0.2
+}
+
+/// The CRD as YAML, exactly as `redrive-operator crd` prints it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = RedrivePolicy::crd();
+    let body = serde_saphyr::to_string(&crd).expect("the CRD serializes to YAML");
+    format!("# Generated by `redrive-operator crd` from src/crd.rs. Do not edit by hand.\n{body}")
+}

@@ -1,0 +1,17 @@
+//! redrive-operator: resumes failed AWS Step Functions executions from the point of failure.
+//!
+//! Layers (data flows top to bottom; decisions are pure):
+//! - [`crd`]: the `RedrivePolicy` API types (source of truth for `crds/`).
+//! - [`policy`]: validated, typed view of a policy (durations parsed, regexes compiled).
+//! - [`engine`]: pure decision logic: candidates + policy + clock -> plan.
+//! - [`target`]: adapters per workflow service (Step Functions today).
+//! - [`reconcile`]: one poll of one policy (shared by local mode and the controller).
+//! - [`emulator`]: the Step Functions emulator used by tests and `demo`.
+
+pub mod aws;
+pub mod crd;
+pub mod emulator;
+pub mod engine;
+pub mod policy;
+pub mod reconcile;
+pub mod target;

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", redrive_operator::crd::crd_yaml());
+}

@@ -1,0 +1,486 @@
+//! A validated, typed view of a `RedrivePolicy`: durations parsed, globs and regexes compiled.
+//!
+//! The API server checks the schema and CEL rules at admission; this module repeats the checks it
+//! cannot do (regex syntax, glob syntax) and the ones a policy file read in local mode never went
+//! through, so both paths end with the same [`Policy`] or the same [`SpecError`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use regex::{Regex, RegexBuilder};
+
+use crate::crd::{FailureStatus, RedrivePolicy, RedrivePolicySpec};
+
+/// Upper bound on a compiled regex, so a hostile pattern cannot exhaust memory. Rust's regex
+/// engine runs in linear time, so catastrophic backtracking is not a risk.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// AWS: an execution can be redriven at most 14 days after it stopped.
+pub const AWS_REDRIVE_PERIOD: Duration = Duration::from_secs(14 * 86_400);
+
+const STATE_MACHINE_ARN: &str = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{12}:stateMachine:[^:\s]{1,80}(/[^:\s]{1,80})?(:[A-Za-z0-9_-]{1,80})?$";
+const ROLE_ARN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$";
+const REGION: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
+
+/// Namespace and name of a policy (the namespace is empty for files in local mode).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// A spec problem, naming the field in the same dotted form `kubectl explain` uses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Exponential backoff parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackoffPolicy {
+    pub initial: Duration,
+    pub factor: f64,
+    pub max: Duration,
+    pub jitter: f64,
+}
+
+/// Compiled error filters.
+#[derive(Clone, Debug)]
+pub struct ErrorFilter {
+    pub include: Option<GlobSet>,
+    pub exclude: Option<GlobSet>,
+    pub cause_regex: Option<Regex>,
+}
+
+/// Compiled state machine selector.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    pub name_regex: Option<Regex>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Selector {
+    pub fn matches_name(&self, name: &str) -> bool {
+        self.name_regex.as_ref().is_none_or(|r| r.is_match(name))
+    }
+}
+
+/// Everything the engine and targets need from a policy, validated.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub id: PolicyId,
+    pub generation: Option<i64>,
+    pub suspend: bool,
+    pub dry_run: bool,
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub state_machines: Vec<String>,
+    pub selector: Option<Selector>,
+    pub max_run_time: Duration,
+    pub statuses: Vec<FailureStatus>,
+    pub errors: Option<ErrorFilter>,
+    pub min_age: Duration,
+    pub max_age: Duration,
+    pub max_redrives: u32,
+    pub backoff: Option<BackoffPolicy>,
+    pub redrives_per_minute: Option<u32>,
+    pub max_running_redriven: Option<u32>,
+    pub poll_interval: Duration,
+}
+
+impl Policy {
+    /// Validate a policy object (from the cluster or from a file).
+    pub fn from_resource(obj: &RedrivePolicy) -> Result<Self, SpecError> {
+        let id = PolicyId {
+            namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+            name: obj.metadata.name.clone().unwrap_or_default(),
+        };
+        if id.name.is_empty() {
+            return Err(SpecError::new("metadata.name", "is required"));
+        }
+        let mut policy = Self::from_spec(id, &obj.spec)?;
+        policy.generation = obj.metadata.generation;
+        Ok(policy)
+    }
+
+    /// Validate a spec. Errors name the first offending field.
+    pub fn from_spec(id: PolicyId, spec: &RedrivePolicySpec) -> Result<Self, SpecError> {
+        let sf = &spec.step_functions;
+        check_pattern(
+            "spec.stepFunctions.region",
+            &sf.region,
+            REGION,
+            "an AWS region such as eu-west-1",
+        )?;
+        if let Some(role) = &sf.role_arn {
+            check_pattern(
+                "spec.stepFunctions.roleArn",
+                role,
+                ROLE_ARN,
+                "an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
+            )?;
+        }
+        if sf.state_machines.len() > 100 {
+            return Err(SpecError::new(
+                "spec.stepFunctions.stateMachines",
+                "at most 100 ARNs",
+            ));
+        }
+        for (i, arn) in sf.state_machines.iter().enumerate() {
+            let field = format!("spec.stepFunctions.stateMachines[{i}]");
+            check_pattern(
+                &field,
+                arn,
+                STATE_MACHINE_ARN,
+                "a state machine ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME)",
+            )?;
+            if arn.split(':').nth(3) != Some(sf.region.as_str()) {
+                return Err(SpecError::new(
+                    field,
+                    format!("ARN is not in stepFunctions.region {:?}", sf.region),
+                ));
+            }
+        }
+        let selector = match &sf.selector {
+            None => None,
+            Some(sel) => {
+                if sel.name_regex.is_none() && sel.tags.is_empty() {
+                    return Err(SpecError::new(
+                        "spec.stepFunctions.selector",
+                        "needs nameRegex or tags",
+                    ));
+                }
+                if sel.tags.len() > 20 {
+                    return Err(SpecError::new(
+                        "spec.stepFunctions.selector.tags",
+                        "at most 20 tags",
+                    ));
+                }
+                let name_regex = sel
+                    .name_regex
+                    .as_deref()
+                    .map(|r| compile_regex("spec.stepFunctions.selector.nameRegex", r, 256))
+                    .transpose()?;
+                Some(Selector {
+                    name_regex,
+                    tags: sel.tags.clone(),
+                })
+            }
+        };
+        if sf.state_machines.is_empty() && selector.is_none() {
+            return Err(SpecError::new(
+                "spec.stepFunctions",
+                "set at least one of stepFunctions.stateMachines or stepFunctions.selector",
+            ));
+        }
+        let max_run_time = parse_duration("spec.stepFunctions.maxRunTime", &sf.max_run_time)?;
+        if max_run_time > Duration::from_secs(365 * 86_400) {
+            return Err(SpecError::new(
+                "spec.stepFunctions.maxRunTime",
+                "must be at most 365d (the AWS maximum execution time)",
+            ));
+        }
+
+        if spec.statuses.is_empty() || spec.statuses.len() > 3 {
+            return Err(SpecError::new(
+                "spec.statuses",
+                "list 1 to 3 of FAILED, TIMED_OUT, ABORTED",
+            ));
+        }
+        let mut statuses = spec.statuses.clone();
+        statuses.sort();
+        statuses.dedup();
+        if statuses.len() != spec.statuses.len() {
+            return Err(SpecError::new("spec.statuses", "must not repeat a value"));
+        }
+
+        let errors = match &spec.errors {
+            None => None,
+            Some(e) => Some(ErrorFilter {
+                include: compile_globs("spec.errors.include", &e.include)?,
+                exclude: compile_globs("spec.errors.exclude", &e.exclude)?,
+                cause_regex: e
+                    .cause_regex
+                    .as_deref()
+                    .map(|r| compile_regex("spec.errors.causeRegex", r, 1024))
+                    .transpose()?,
+            }),
+        };
+        // An empty `errors: {}` block needs no DescribeExecution: treat it as absent.
+        let errors = errors
+            .filter(|e| e.include.is_some() || e.exclude.is_some() || e.cause_regex.is_some());
+
+        let window = spec.window.clone().unwrap_or_default();
+        let min_age = window
+            .min_age
+            .as_deref()
+            .map(|d| parse_duration("spec.window.minAge", d))
+            .transpose()?
+            .unwrap_or(Duration::ZERO);
+        let max_age = window
+            .max_age
+            .as_deref()
+            .map(|d| parse_duration("spec.window.maxAge", d))
+            .transpose()?
+            .unwrap_or(AWS_REDRIVE_PERIOD);
+        if max_age > AWS_REDRIVE_PERIOD {
+            return Err(SpecError::new(
+                "spec.window.maxAge",
+                "must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped",
+            ));
+        }
+        if min_age >= max_age {
+            return Err(SpecError::new(
+                "spec.window.minAge",
+                "must be shorter than window.maxAge",
+            ));
+        }
+
+        if !(1..=1000).contains(&spec.max_redrives) {
+            return Err(SpecError::new(
+                "spec.maxRedrives",
+                "must be between 1 and 1000",
+            ));
+        }
+
+        let backoff = match &spec.backoff {
+            None => None,
+            Some(b) => {
+                let initial = parse_duration("spec.backoff.initial", &b.initial)?;
+                let max = parse_duration("spec.backoff.max", &b.max)?;
+                if initial > max {
+                    return Err(SpecError::new(
+                        "spec.backoff.initial",
+                        "must not exceed backoff.max",
+                    ));
+                }
+                if !(1.0..=10.0).contains(&b.factor) {
+                    return Err(SpecError::new(
+                        "spec.backoff.factor",
+                        "must be between 1 and 10",
+                    ));
+                }
+                if !(0.0..=1.0).contains(&b.jitter) {
+                    return Err(SpecError::new(
+                        "spec.backoff.jitter",
+                        "must be between 0 and 1",
+                    ));
+                }
+                Some(BackoffPolicy {
+                    initial,
+                    factor: b.factor,
+                    max,
+                    jitter: b.jitter,
+                })
+            }
+        };
+
+        let budget = spec.budget.clone().unwrap_or_default();
+        if budget.redrives_per_minute == Some(0) {
+            return Err(SpecError::new(
+                "spec.budget.redrivesPerMinute",
+                "must be at least 1",
+            ));
+        }
+        if budget.max_running_redriven == Some(0) {
+            return Err(SpecError::new(
+                "spec.budget.maxRunningRedriven",
+                "must be at least 1",
+            ));
+        }
+
+        let poll_interval = parse_duration("spec.pollInterval", &spec.poll_interval)?;
+        if poll_interval < Duration::from_secs(10) {
+            return Err(SpecError::new("spec.pollInterval", "must be at least 10s"));
+        }
+
+        Ok(Self {
+            id,
+            generation: None,
+            suspend: spec.suspend,
+            dry_run: spec.dry_run,
+            region: sf.region.clone(),
+            role_arn: sf.role_arn.clone(),
+            state_machines: sf.state_machines.clone(),
+            selector,
+            max_run_time,
+            statuses: spec.statuses.clone(),
+            errors,
+            min_age,
+            max_age,
+            max_redrives: spec.max_redrives,
+            backoff,
+            redrives_per_minute: budget.redrives_per_minute,
+            max_running_redriven: budget.max_running_redriven,
+            poll_interval,
+        })
+    }
+
+    /// Whether deciding on a candidate needs its error and cause (one DescribeExecution each).
+    pub fn needs_error_details(&self) -> bool {
+        self.errors.is_some()
+    }
+}
+
+/// Parse a duration in the CRD's format: one whole number and one unit of s, m, h or d.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
+    let bad = || {
+        SpecError::new(
+            field,
+            format!(
+                "{value:?} is not a duration: use a whole number and one unit of s, m, h or d (e.g. 90s, 15m, 36h, 7d)"
+            ),
+        )
+    };
+    let unit_at = value.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = value.split_at(unit_at);
+    if number.is_empty() || number.len() > 7 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn check_pattern(field: &str, value: &str, pattern: &str, what: &str) -> Result<(), SpecError> {
+    // The patterns are constants; compiling them per call keeps this module free of global state
+    // and costs microseconds next to an AWS call.
+    let re = Regex::new(pattern).expect("constant pattern compiles");
+    if value.len() <= 2048 && re.is_match(value) {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!("{:?} is not {what}", truncate(value, 120)),
+        ))
+    }
+}
+
+fn compile_regex(field: &str, pattern: &str, max_len: usize) -> Result<Regex, SpecError> {
+    if pattern.is_empty() || pattern.len() > max_len {
+        return Err(SpecError::new(
+            field,
+            format!("must be 1 to {max_len} characters"),
+        ));
+    }
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            SpecError::new(
+                field,
+                format!("invalid regular expression: {}", first_line(&e.to_string())),
+            )
+        })
+}
+
+fn compile_globs(field: &str, globs: &[String]) -> Result<Option<GlobSet>, SpecError> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    if globs.len() > 50 {
+        return Err(SpecError::new(field, "at most 50 patterns"));
+    }
+    let mut builder = GlobSetBuilder::new();
+    for (i, g) in globs.iter().enumerate() {
+        if g.is_empty() || g.len() > 256 {
+            return Err(SpecError::new(
+                format!("{field}[{i}]"),
+                "must be 1 to 256 characters",
+            ));
+        }
+        let glob = Glob::new(g)
+            .map_err(|e| SpecError::new(format!("{field}[{i}]"), format!("invalid glob: {e}")))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| SpecError::new(field, format!("invalid glob set: {e}")))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_the_crd_pattern() {
+        assert_eq!(parse_duration("f", "90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("f", "15m").unwrap(),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse_duration("f", "36h").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        assert_eq!(
+            parse_duration("f", "7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        for bad in [
+            "",
+            "d",
+            "1",
+            "1h30m",
+            "1.5h",
+            "-1m",
+            "1w",
+            " 1m",
+            "12345678s",
+            "１m",
+        ] {
+            let err = parse_duration("spec.window.maxAge", bad).unwrap_err();
+            assert_eq!(err.field, "spec.window.maxAge", "{bad:?}");
+            assert!(err.message.contains("not a duration"), "{bad:?}: {err}");
+        }
+    }
+}

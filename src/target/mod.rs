@@ -1,0 +1,94 @@
+//! Targets: one adapter per workflow service behind the same small trait.
+//!
+//! A target discovers candidates cheaply (listing), fetches details only when the engine asks,
+//! and performs the redrive with the engine's client token. Service specifics stay here; the
+//! engine sees [`Candidate`]s and [`TargetLimits`].
+
+pub mod error;
+pub mod stepfunctions;
+
+use std::future::Future;
+
+use jiff::Timestamp;
+
+pub use error::{ErrorCategory, TargetError};
+
+use crate::engine::{Candidate, Details, Reason, TargetLimits};
+use crate::policy::Policy;
+
+/// A workflow that the policy covers but that cannot be acted on (e.g. EXPRESS), or that failed.
+#[derive(Debug)]
+pub enum WorkflowIssue {
+    /// Skipped for a stable reason.
+    Skipped(Reason),
+    /// Listing it failed; the other workflows were still listed.
+    Failed(TargetError),
+}
+
+/// What one discovery pass found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Workflows (state machines) the policy resolved to.
+    pub workflows: Vec<String>,
+    pub candidates: Vec<Candidate>,
+    pub issues: Vec<(String, WorkflowIssue)>,
+}
+
+/// Result of one redrive call that the service answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RedriveOutcome {
+    /// The service redrove the run (or replayed our own earlier redrive for the same token).
+    Redriven { at: Option<Timestamp> },
+    /// The run is running again: someone (maybe another replica) redrove it already.
+    AlreadyRedriven(String),
+    /// The service refuses to redrive it, for the given reason.
+    NotRedrivable(String),
+    /// The run no longer exists.
+    NotFound,
+}
+
+impl RedriveOutcome {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RedriveOutcome::Redriven { .. } => "Redriven",
+            RedriveOutcome::AlreadyRedriven(_) => "AlreadyRedriven",
+            RedriveOutcome::NotRedrivable(_) => "NotRedrivable",
+            RedriveOutcome::NotFound => "NotFound",
+        }
+    }
+}
+
+/// A workflow service the operator can redrive runs of.
+pub trait Target: Send + Sync {
+    /// Short name for logs and metrics (`stepfunctions`).
+    fn name(&self) -> &'static str;
+
+    /// Hard limits of the service, applied by the engine before the policy's rules.
+    fn limits(&self) -> TargetLimits;
+
+    /// Resolve the policy's workflows and list their failed runs (cheap calls only).
+    fn discover(
+        &self,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Discovery, TargetError>> + Send;
+
+    /// Fetch the details of one run (error, cause, redrivability).
+    fn describe(
+        &self,
+        candidate: &Candidate,
+    ) -> impl Future<Output = Result<Details, TargetError>> + Send;
+
+    /// Number of runs of these workflows that are running after a redrive.
+    fn running_redriven(
+        &self,
+        workflows: &[String],
+    ) -> impl Future<Output = Result<u32, TargetError>> + Send;
+
+    /// Redrive one run with the engine's client token.
+    fn redrive(
+        &self,
+        candidate: &Candidate,
+        client_token: &str,
+    ) -> impl Future<Output = Result<RedriveOutcome, TargetError>> + Send;
+}

@@ -1,0 +1,402 @@
+//! AWS Step Functions target: cheap first (design.md section 4).
+//!
+//! 1. Resolve state machines: explicit ARNs cost nothing; a selector costs ListStateMachines and
+//!    ListTagsForResource (1 call/s quota), both cached for `discovery_ttl`.
+//! 2. ListExecutions per selected status, newest first, 1,000 per page; paging stops at
+//!    executions that started before `now - (window.maxAge + stepFunctions.maxRunTime)`. List
+//!    items carry stopDate, redriveCount and redriveDate, enough for the window, maxRedrives and
+//!    backoff rules. EXPRESS state machines answer StateMachineTypeNotSupported: skipped with a
+//!    reason, without a DescribeStateMachine call.
+//! 3. DescribeExecution only when the engine asks (error filters).
+//! 4. RedriveExecution with the engine's token. ExecutionNotRedrivable for a RUNNING execution
+//!    means someone already redrove it: not an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::types::{
+    ExecutionRedriveFilter, ExecutionRedriveStatus, ExecutionStatus, StateMachineType,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use jiff::{SignedDuration, Timestamp};
+
+use super::{Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
+use crate::engine::{Candidate, Details, Reason, Redrivability, RunStatus, TargetLimits};
+use crate::policy::{AWS_REDRIVE_PERIOD, Policy};
+
+/// Documented reason strings (DescribeExecution `redriveStatusReason`).
+pub const REASON_PERIOD_EXCEEDED: &str = "Execution redrivable period exceeded";
+pub const REASON_MAX_TIME: &str = "Execution has exceeded the max execution time";
+pub const REASON_BEFORE_LAUNCH: &str =
+    "Execution was started before the launch of RedriveExecution";
+
+/// RedriveExecution launched on 2023-11-15; older executions can never be redriven.
+pub const REDRIVE_LAUNCH: Timestamp = Timestamp::constant(1_700_006_400, 0);
+
+const LIST_PAGE_SIZE: i32 = 1000;
+/// State machines listed at once within one policy (ListExecutions refills at 2-5 calls/s).
+const LIST_CONCURRENCY: usize = 4;
+
+/// One state machine as listed.
+#[derive(Clone, Debug)]
+struct StateMachineInfo {
+    arn: String,
+    name: String,
+    express: bool,
+}
+
+/// The Step Functions adapter for one (region, credentials) client.
+pub struct StepFunctions {
+    client: aws_sdk_sfn::Client,
+    discovery_ttl: Duration,
+    machines: Mutex<Option<(Instant, Vec<StateMachineInfo>)>>,
+    tags: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+}
+
+impl StepFunctions {
+    pub fn new(client: aws_sdk_sfn::Client, discovery_ttl: Duration) -> Self {
+        Self {
+            client,
+            discovery_ttl,
+            machines: Mutex::new(None),
+            tags: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn all_state_machines(&self) -> Result<Vec<StateMachineInfo>, TargetError> {
+        if let Some((at, list)) = self.machines.lock().expect("lock").as_ref()
+            && at.elapsed() < self.discovery_ttl
+        {
+            return Ok(list.clone());
+        }
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_state_machines()
+            .max_results(LIST_PAGE_SIZE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| TargetError::from_sdk("ListStateMachines", &e))?;
+            for sm in page.state_machines() {
+                out.push(StateMachineInfo {
+                    arn: sm.state_machine_arn().to_string(),
+                    name: sm.name().to_string(),
+                    express: *sm.r#type() == StateMachineType::Express,
+                });
+            }
+        }
+        *self.machines.lock().expect("lock") = Some((Instant::now(), out.clone()));
+        Ok(out)
+    }
+
+    async fn tags_of(&self, arn: &str) -> Result<BTreeMap<String, String>, TargetError> {
+        if let Some((at, tags)) = self.tags.lock().expect("lock").get(arn)
+            && at.elapsed() < self.discovery_ttl
+        {
+            return Ok(tags.clone());
+        }
+        let out = self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| TargetError::from_sdk("ListTagsForResource", &e))?;
+        let tags: BTreeMap<String, String> = out
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect();
+        self.tags
+            .lock()
+            .expect("lock")
+            .insert(arn.to_string(), (Instant::now(), tags.clone()));
+        Ok(tags)
+    }
+
+    /// Explicit ARNs plus the selector's matches, deduplicated, in a stable order.
+    async fn resolve(
+        &self,
+        policy: &Policy,
+    ) -> Result<(Vec<String>, Vec<(String, WorkflowIssue)>), TargetError> {
+        let mut arns: Vec<String> = policy.state_machines.clone();
+        let mut issues = Vec::new();
+        if let Some(selector) = &policy.selector {
+            for sm in self.all_state_machines().await? {
+                if !selector.matches_name(&sm.name) {
+                    continue;
+                }
+                if !selector.tags.is_empty() {
+                    let tags = self.tags_of(&sm.arn).await?;
+                    if !selector.tags.iter().all(|(k, v)| tags.get(k) == Some(v)) {
+                        continue;
+                    }
+                }
+                if sm.express {
+                    issues.push((sm.arn, WorkflowIssue::Skipped(Reason::ExpressNotSupported)));
+                } else {
+                    arns.push(sm.arn);
+                }
+            }
+        }
+        arns.sort();
+        arns.dedup();
+        Ok((arns, issues))
+    }
+
+    /// All executions of one state machine with one status, newest first, down to `cutoff`.
+    async fn list(
+        &self,
+        sm: &str,
+        status: ExecutionStatus,
+        cutoff: Timestamp,
+    ) -> Result<Vec<Candidate>, TargetError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_executions()
+                .state_machine_arn(sm)
+                .status_filter(status.clone())
+                .max_results(LIST_PAGE_SIZE)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| TargetError::from_sdk("ListExecutions", &e))?;
+            let mut reached_cutoff = false;
+            for item in page.executions() {
+                let started = to_timestamp(item.start_date());
+                if started < cutoff {
+                    reached_cutoff = true;
+                }
+                out.push(Candidate {
+                    id: item.execution_arn().to_string(),
+                    parent: item.state_machine_arn().to_string(),
+                    status: run_status(item.status()),
+                    started,
+                    stopped: item.stop_date().map(to_timestamp),
+                    // Missing redriveCount means never redriven.
+                    redrive_count: item
+                        .redrive_count()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                    redrive_date: item.redrive_date().map(to_timestamp),
+                    redriven_by_parent: item.map_run_arn().is_some()
+                        || is_map_run_child(item.execution_arn()),
+                    details: None,
+                });
+            }
+            next = page.next_token().map(str::to_string);
+            // Newest first: once a page reaches past the cutoff, older pages cannot hold anything
+            // the window admits.
+            if next.is_none() || reached_cutoff {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn count_running_redriven(&self, sm: &str) -> Result<u32, TargetError> {
+        let mut n = 0u32;
+        let mut pages = self
+            .client
+            .list_executions()
+            .state_machine_arn(sm)
+            .status_filter(ExecutionStatus::Running)
+            .redrive_filter(ExecutionRedriveFilter::Redriven)
+            .max_results(LIST_PAGE_SIZE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| TargetError::from_sdk("ListExecutions", &e))?;
+            n = n.saturating_add(u32::try_from(page.executions().len()).unwrap_or(u32::MAX));
+        }
+        Ok(n)
+    }
+}
+
+impl Target for StepFunctions {
+    fn name(&self) -> &'static str {
+        "stepfunctions"
+    }
+
+    fn limits(&self) -> TargetLimits {
+        TargetLimits {
+            redrive_period: Some((AWS_REDRIVE_PERIOD, REASON_PERIOD_EXCEEDED)),
+            max_open_time: Some((Duration::from_secs(365 * 86_400), REASON_MAX_TIME)),
+            not_before: Some((REDRIVE_LAUNCH, REASON_BEFORE_LAUNCH)),
+        }
+    }
+
+    async fn discover(&self, policy: &Policy, now: Timestamp) -> Result<Discovery, TargetError> {
+        let (workflows, mut issues) = self.resolve(policy).await?;
+        let lookback = SignedDuration::try_from(policy.max_age + policy.max_run_time)
+            .unwrap_or(SignedDuration::MAX);
+        let cutoff = now.checked_sub(lookback).unwrap_or(Timestamp::MIN);
+        let statuses: Vec<ExecutionStatus> = policy
+            .statuses
+            .iter()
+            .map(|s| ExecutionStatus::from(s.as_str()))
+            .collect();
+
+        let results: Vec<(String, Result<Vec<Candidate>, TargetError>)> =
+            stream::iter(workflows.iter().cloned())
+                .map(|sm| {
+                    let statuses = statuses.clone();
+                    async move {
+                        let mut all = Vec::new();
+                        for status in statuses {
+                            match self.list(&sm, status, cutoff).await {
+                                Ok(mut c) => all.append(&mut c),
+                                Err(e) => return (sm, Err(e)),
+                            }
+                        }
+                        (sm, Ok(all))
+                    }
+                })
+                .buffered(LIST_CONCURRENCY)
+                .collect()
+                .await;
+
+        let mut candidates = Vec::new();
+        let mut listed = Vec::new();
+        for (sm, result) in results {
+            match result {
+                Ok(mut c) => {
+                    candidates.append(&mut c);
+                    listed.push(sm);
+                }
+                Err(e) if e.code.as_deref() == Some("StateMachineTypeNotSupported") => {
+                    issues.push((sm, WorkflowIssue::Skipped(Reason::ExpressNotSupported)));
+                }
+                Err(e) => issues.push((sm, WorkflowIssue::Failed(e))),
+            }
+        }
+        Ok(Discovery {
+            workflows: listed,
+            candidates,
+            issues,
+        })
+    }
+
+    async fn describe(&self, candidate: &Candidate) -> Result<Details, TargetError> {
+        let out = self
+            .client
+            .describe_execution()
+            .execution_arn(&candidate.id)
+            .send()
+            .await
+            .map_err(|e| TargetError::from_sdk("DescribeExecution", &e))?;
+        let redrivability = out.redrive_status().map(|s| match s {
+            ExecutionRedriveStatus::Redrivable => Redrivability::Redrivable,
+            ExecutionRedriveStatus::RedrivableByMapRun => Redrivability::ByMapRun,
+            ExecutionRedriveStatus::NotRedrivable => Redrivability::NotRedrivable(
+                out.redrive_status_reason()
+                    .unwrap_or("not redrivable")
+                    .to_string(),
+            ),
+            other => {
+                Redrivability::NotRedrivable(format!("unknown redriveStatus {}", other.as_str()))
+            }
+        });
+        Ok(Details {
+            error: out.error().map(str::to_string),
+            cause: out.cause().map(str::to_string),
+            redrivability,
+        })
+    }
+
+    async fn running_redriven(&self, workflows: &[String]) -> Result<u32, TargetError> {
+        let counts: Vec<u32> = stream::iter(workflows.to_vec())
+            .map(|sm| async move { self.count_running_redriven(&sm).await })
+            .buffered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(counts.into_iter().fold(0u32, u32::saturating_add))
+    }
+
+    async fn redrive(
+        &self,
+        candidate: &Candidate,
+        client_token: &str,
+    ) -> Result<RedriveOutcome, TargetError> {
+        let result = self
+            .client
+            .redrive_execution()
+            .execution_arn(&candidate.id)
+            .client_token(client_token)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(RedriveOutcome::Redriven {
+                at: Some(to_timestamp(out.redrive_date())),
+            }),
+            Err(e) => {
+                let err = TargetError::from_sdk("RedriveExecution", &e);
+                match err.code.as_deref() {
+                    Some("ExecutionNotRedrivable") if err.message.contains("RUNNING") => {
+                        Ok(RedriveOutcome::AlreadyRedriven(err.message))
+                    }
+                    Some("ExecutionNotRedrivable") => {
+                        Ok(RedriveOutcome::NotRedrivable(err.message))
+                    }
+                    Some("ExecutionDoesNotExist") => Ok(RedriveOutcome::NotFound),
+                    _ if err.category == ErrorCategory::NotFound => Ok(RedriveOutcome::NotFound),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+}
+
+/// `...:execution:stateMachine/mapLabel:name` is a Distributed Map child.
+fn is_map_run_child(execution_arn: &str) -> bool {
+    execution_arn
+        .split(':')
+        .nth(6)
+        .is_some_and(|sm| sm.contains('/'))
+}
+
+fn run_status(s: &ExecutionStatus) -> RunStatus {
+    match s {
+        ExecutionStatus::Failed => RunStatus::Failed,
+        ExecutionStatus::TimedOut => RunStatus::TimedOut,
+        ExecutionStatus::Aborted => RunStatus::Aborted,
+        ExecutionStatus::Running => RunStatus::Running,
+        ExecutionStatus::Succeeded => RunStatus::Succeeded,
+        _ => RunStatus::Other,
+    }
+}
+
+fn to_timestamp(t: &aws_smithy_types::DateTime) -> Timestamp {
+    Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_date_is_2023_11_15() {
+        assert_eq!(REDRIVE_LAUNCH.to_string(), "2023-11-15T00:00:00Z");
+    }
+
+    #[test]
+    fn map_run_children_are_recognised_by_arn() {
+        assert!(is_map_run_child(
+            "arn:aws:states:us-east-1:123456789012:execution:sm/Map:child-1"
+        ));
+        assert!(!is_map_run_child(
+            "arn:aws:states:us-east-1:123456789012:execution:sm:run-1"
+        ));
+        assert!(!is_map_run_child("garbage"));
+    }
+}
