@@ -1,0 +1,192 @@
+//! `redrive-emulator`: a local AWS Step Functions endpoint for tests and demos.
+//!
+//! Prints `listening on http://HOST:PORT` as the first line on stdout, then serves until
+//! SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use redrive_operator::emulator::{
+    self, EmulatorConfig, FaultConfig, QuotaPreset, ReplayMode, Scenario, TokenScope,
+    parse_duration,
+};
+
+/// Local AWS Step Functions emulator (AWS JSON 1.0) for redrive testing and demos.
+///
+/// Point any AWS SDK or the AWS CLI at the printed endpoint (any credentials; requests must be
+/// SigV4-signed). Admin API: GET /_emulator/{health,ledger,stats,clock,faults},
+/// POST /_emulator/clock/advance {"seconds":N}, PUT /_emulator/faults, POST /_emulator/scenario,
+/// POST /_emulator/executions/fail {"arn","error","cause"}, GET /_emulator/executions?arn=ARN.
+#[derive(Debug, Parser)]
+#[command(name = "redrive-emulator", version, about, long_about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "EMULATOR_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// Scenario to seed: a YAML or JSON file, `demo` (built-in demo data) or `empty`.
+    #[arg(long, env = "EMULATOR_SCENARIO", default_value = "demo")]
+    scenario: String,
+
+    /// Throttling preset: none, us-east-1 (also us-west-2/eu-west-1) or other (all other regions).
+    #[arg(long, env = "EMULATOR_QUOTA", default_value = "none")]
+    quota: QuotaPreset,
+
+    /// Multiply every throttling bucket size and refill rate by this factor.
+    #[arg(long, env = "EMULATOR_QUOTA_SCALE", default_value_t = 1.0)]
+    quota_scale: f64,
+
+    /// Region used in ARNs.
+    #[arg(long, env = "EMULATOR_REGION", default_value = "us-east-1")]
+    region: String,
+
+    /// Account id used in ARNs.
+    #[arg(long, env = "EMULATOR_ACCOUNT", default_value = "123456789012")]
+    account: String,
+
+    /// Seed of the fault-injection RNG.
+    #[arg(long, env = "EMULATOR_SEED", default_value_t = 0)]
+    seed: u64,
+
+    /// Probability of an HTTP 500/503 JSON error per call.
+    #[arg(long, env = "EMULATOR_FAULT_SERVER_ERROR_RATE", default_value_t = 0.0)]
+    fault_server_error_rate: f64,
+
+    /// Probability of a malformed response (HTML 500 page or truncated JSON 200).
+    #[arg(long, env = "EMULATOR_FAULT_MALFORMED_RATE", default_value_t = 0.0)]
+    fault_malformed_rate: f64,
+
+    /// Probability of closing the connection without a response.
+    #[arg(long, env = "EMULATOR_FAULT_DROP_RATE", default_value_t = 0.0)]
+    fault_drop_rate: f64,
+
+    /// Extra latency (e.g. 200ms) added with probability --fault-latency-rate.
+    #[arg(long, env = "EMULATOR_FAULT_LATENCY", value_parser = parse_duration)]
+    fault_latency: Option<Duration>,
+
+    /// Probability that --fault-latency applies to a call.
+    #[arg(long, env = "EMULATOR_FAULT_LATENCY_RATE", default_value_t = 1.0)]
+    fault_latency_rate: f64,
+
+    /// Restrict faults to these operations (comma-separated, e.g. RedriveExecution,ListExecutions).
+    #[arg(long, env = "EMULATOR_FAULT_ONLY_APIS", value_delimiter = ',')]
+    fault_only_apis: Vec<String>,
+
+    /// State machine ARNs answering AccessDeniedException for every call (comma-separated).
+    #[arg(long, env = "EMULATOR_ACCESS_DENIED", value_delimiter = ',')]
+    access_denied: Vec<String>,
+
+    /// What an idempotent RedriveExecution replay returns.
+    #[arg(
+        long,
+        env = "EMULATOR_REPLAY",
+        value_enum,
+        default_value = "original-redrive-date"
+    )]
+    replay: ReplayMode,
+
+    /// Client-token scope (per-execution as documented, or strict cross-execution rejection).
+    #[arg(
+        long,
+        env = "EMULATOR_TOKEN_SCOPE",
+        value_enum,
+        default_value = "per-execution"
+    )]
+    token_scope: TokenScope,
+
+    /// Open-execution quota (ExecutionLimitExceeded beyond it).
+    #[arg(
+        long,
+        env = "EMULATOR_MAX_OPEN_EXECUTIONS",
+        default_value_t = 1_000_000
+    )]
+    max_open_executions: u64,
+
+    /// Start the emulated clock this far ahead of real time (e.g. 1h).
+    #[arg(long, env = "EMULATOR_CLOCK_OFFSET", value_parser = parse_duration)]
+    clock_offset: Option<Duration>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("redrive-emulator: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let scenario = match args.scenario.as_str() {
+        "demo" => Scenario::demo(),
+        "empty" | "none" => Scenario::new(),
+        path => Scenario::from_file(PathBuf::from(path))?,
+    };
+    let config = EmulatorConfig {
+        region: args.region,
+        account: args.account,
+        quota: args.quota,
+        quota_scale: args.quota_scale,
+        faults: FaultConfig {
+            server_error_rate: args.fault_server_error_rate,
+            malformed_rate: args.fault_malformed_rate,
+            drop_rate: args.fault_drop_rate,
+            latency: args.fault_latency,
+            latency_rate: args.fault_latency_rate,
+            only_apis: args.fault_only_apis,
+            access_denied_state_machines: args.access_denied,
+        },
+        seed: args.seed,
+        replay: args.replay,
+        token_scope: args.token_scope,
+        max_open_executions: args.max_open_executions,
+        listen: args.listen,
+        clock_offset: args.clock_offset.unwrap_or_default(),
+    };
+    let executions = scenario.execution_count();
+    let handle = emulator::start(config, scenario).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", handle.endpoint)?;
+        out.flush()?;
+    }
+    eprintln!(
+        "redrive-emulator: {} executions seeded; admin API at {}/_emulator/health",
+        executions, handle.endpoint
+    );
+    shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,191 @@
+//! AWS Step Functions emulator: test infrastructure and demo backend.
+//!
+//! Speaks AWS JSON 1.0 on `POST /` (the real `aws-sdk-sfn` client works against it with
+//! `endpoint_url`), implements the redrive-related subset of the API with AWS's documented
+//! semantics (api-facts §1, §4.1), and adds an admin API under `/_emulator/`.
+//! See `docs/emulator.md` for the scenario format and the choices made on UNCONFIRMED points.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use redrive_operator::emulator::{self, EmulatorConfig, Scenario};
+//! let handle = emulator::start(EmulatorConfig::default(), Scenario::demo()).await?;
+//! println!("endpoint: {}", handle.endpoint);
+//! handle.advance_clock(std::time::Duration::from_secs(60));
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod arn;
+mod config;
+mod history;
+mod model;
+mod scenario;
+mod server;
+mod state;
+mod throttle;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use api::{OPERATIONS, RequestMeta, dispatch, handle_request, operation_of};
+pub use config::{
+    EmulatorConfig, FaultConfig, QuotaPreset, ReplayMode, TokenScope, parse_duration,
+};
+pub use model::{ExecutionSnapshot, ExecutionStatus, RedriveStatus, reasons};
+pub use scenario::{
+    Dur, ExecutionSpec, GenerateSpec, MapRunSpec, Outcome, Scenario, ScenarioDefaults,
+    ScenarioError, StateMachineSpec, StateMachineStatus, StateMachineType, default_cause,
+};
+pub use state::{ApiStats, EmulatorState, LedgerEntry, LedgerOutcome, Stats};
+
+/// Errors starting the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The scenario is invalid.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Requested address.
+        addr: SocketAddr,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A running emulator. Dropping it stops the server (like [`EmulatorHandle::shutdown`] without waiting).
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    /// `http://127.0.0.1:PORT`: pass it as the SDK's `endpoint_url`.
+    pub endpoint: String,
+    /// Bound address.
+    pub addr: SocketAddr,
+    state: Arc<EmulatorState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Alias kept for callers that prefer the short name.
+pub type Emulator = EmulatorHandle;
+
+/// Start an emulator on `config.listen` (default `127.0.0.1:0`) with `scenario` seeded.
+pub async fn start(
+    config: EmulatorConfig,
+    scenario: Scenario,
+) -> Result<EmulatorHandle, StartError> {
+    let state = EmulatorState::new(&config, &scenario)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = server::router(state.clone());
+    let task = tokio::spawn(async move {
+        let svc = app.into_make_service_with_connect_info::<server::ConnInfo>();
+        let _ = axum::serve(server::ConnListener(listener), svc)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    tracing::info!(endpoint = %format!("http://{host}"), "step functions emulator listening");
+    Ok(EmulatorHandle {
+        endpoint: format!("http://{host}"),
+        addr,
+        state,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+impl EmulatorHandle {
+    /// Shared state (for [`handle_request`] or advanced inspection).
+    pub fn state(&self) -> &Arc<EmulatorState> {
+        &self.state
+    }
+    /// Every RedriveExecution call so far, in order.
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.state.ledger()
+    }
+    /// Call counters.
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+    /// Emulated now.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.state.now()
+    }
+    /// Move the emulated clock forward (also refills throttling buckets).
+    pub fn advance_clock(&self, d: Duration) {
+        self.state.advance_clock(d)
+    }
+    /// Replace the fault configuration.
+    pub fn set_faults(&self, f: FaultConfig) {
+        self.state.set_faults(f)
+    }
+    /// Force a RUNNING execution to FAILED now; false if unknown or not running.
+    pub fn fail_execution(&self, arn: &str, error: &str, cause: &str) -> bool {
+        self.state.fail_execution(arn, error, cause)
+    }
+    /// Snapshot of one execution (settled to now).
+    pub fn execution(&self, arn: &str) -> Option<ExecutionSnapshot> {
+        self.state.execution(arn)
+    }
+    /// Snapshots of a state machine's executions (name or ARN), newest first.
+    pub fn executions_of(&self, state_machine: &str) -> Vec<ExecutionSnapshot> {
+        self.state.executions_of(state_machine)
+    }
+    /// Seed more state machines / executions; returns how many executions were added.
+    pub fn seed(&self, more: Scenario) -> Result<u64, ScenarioError> {
+        self.state.seed(&more)
+    }
+    /// ARN of a state machine by name.
+    pub fn state_machine_arn(&self, name: &str) -> String {
+        self.state.state_machine_arn(name)
+    }
+    /// ARN of an execution by state machine name and execution name.
+    pub fn execution_arn(&self, state_machine: &str, name: &str) -> String {
+        self.state.execution_arn(state_machine, name)
+    }
+    /// Stop the server and wait (up to 5 s) for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

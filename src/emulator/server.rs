@@ -1,0 +1,440 @@
+//! HTTP layer: AWS JSON 1.0 on `POST /`, admin API under `/_emulator/`, fault injection.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::{IncomingStream, Listener};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::api::{self, ApiError, RequestMeta, operation_of};
+use super::config::FaultConfig;
+use super::scenario::Scenario;
+use super::state::{CallResult, EmulatorState, LedgerOutcome, lock};
+
+pub(crate) const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+
+// ------------------------------------------------------------------------------------------
+// Listener whose connections can be killed from a handler (the "drop" fault).
+
+/// Connection info: peer address plus a kill switch.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    #[allow(dead_code)]
+    pub remote: SocketAddr,
+    kill: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    fn kill(&self) {
+        self.kill.store(true, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct ConnListener(pub TcpListener);
+
+pub(crate) struct KillableStream {
+    inner: TcpStream,
+    kill: Arc<AtomicBool>,
+}
+
+impl Listener for ConnListener {
+    type Io = KillableStream;
+    type Addr = ConnInfo;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((s, remote)) => {
+                    let _ = s.set_nodelay(true);
+                    let kill = Arc::new(AtomicBool::new(false));
+                    return (
+                        KillableStream {
+                            inner: s,
+                            kill: kill.clone(),
+                        },
+                        ConnInfo { remote, kill },
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(ConnInfo {
+            remote: self.0.local_addr()?,
+            kill: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, ConnListener>> for ConnInfo {
+    fn connect_info(stream: IncomingStream<'_, ConnListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+fn killed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "connection dropped by fault injection",
+    )
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.kill.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.kill.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.kill.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Router
+
+pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
+    Router::new()
+        .route("/", post(aws).get(root_get))
+        .route("/_emulator/health", get(health))
+        .route("/_emulator/ledger", get(ledger))
+        .route("/_emulator/stats", get(stats))
+        .route("/_emulator/clock", get(clock))
+        .route("/_emulator/clock/advance", post(advance_clock))
+        .route("/_emulator/faults", get(get_faults).put(put_faults))
+        .route("/_emulator/scenario", post(seed))
+        .route("/_emulator/executions", get(get_execution))
+        .route("/_emulator/executions/fail", post(fail_execution))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn aws_response(status: u16, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+fn error_response(e: &ApiError) -> Response {
+    aws_response(e.status, e.body())
+}
+
+/// Access key id from `Credential=AKID/date/region/service/aws4_request`.
+pub(crate) fn access_key_id(auth: &str) -> Option<String> {
+    let rest = auth.split("Credential=").nth(1)?;
+    let akid = rest.split('/').next()?.trim();
+    (!akid.is_empty()).then(|| akid.to_string())
+}
+
+enum Fault {
+    Drop,
+    ServerError,
+    Unavailable,
+    Html,
+    Truncated,
+}
+
+fn decide(f: &FaultConfig, rng: &mut impl Rng) -> (Option<Duration>, Option<Fault>) {
+    let latency = match f.latency {
+        Some(d) if roll_once(rng, f.latency_rate) => Some(d),
+        _ => None,
+    };
+    let fault = if roll_once(rng, f.drop_rate) {
+        Some(Fault::Drop)
+    } else if roll_once(rng, f.server_error_rate) {
+        Some(if rng.random_bool(0.5) {
+            Fault::ServerError
+        } else {
+            Fault::Unavailable
+        })
+    } else if roll_once(rng, f.malformed_rate) {
+        Some(if rng.random_bool(0.5) {
+            Fault::Html
+        } else {
+            Fault::Truncated
+        })
+    } else {
+        None
+    };
+    (latency, fault)
+}
+
+fn roll_once(rng: &mut impl Rng, p: f64) -> bool {
+    p > 0.0 && rng.random::<f64>() < p
+}
+
+async fn aws(
+    State(st): State<Arc<EmulatorState>>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !auth.starts_with("AWS4-HMAC-SHA256") {
+        st.record_missing_auth();
+        return error_response(&ApiError::missing_auth());
+    }
+    let akid = access_key_id(auth);
+    if let Some(a) = &akid {
+        st.record_access_key(a);
+    }
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let meta = RequestMeta {
+        access_key_id: akid,
+    };
+    if let Some(op) = operation_of(&target) {
+        let faults = st.faults();
+        if faults.applies_to(op) {
+            let (latency, fault) = decide(&faults, &mut *lock(&st.rng));
+            if let Some(d) = latency {
+                st.record_latency_fault();
+                tokio::time::sleep(d).await;
+            }
+            if let Some(fault) = fault {
+                let kind = match fault {
+                    Fault::Drop => "drop",
+                    Fault::ServerError | Fault::Unavailable => "server-error",
+                    Fault::Html => "malformed-html",
+                    Fault::Truncated => "malformed-truncated",
+                };
+                st.record_call(op, CallResult::Fault(kind));
+                if op == "RedriveExecution" {
+                    api::record_unreached_redrive(
+                        &st,
+                        &meta,
+                        &body,
+                        st.now_ms(),
+                        LedgerOutcome::Faulted {
+                            fault: kind.to_string(),
+                        },
+                    );
+                }
+                return match fault {
+                    Fault::Drop => {
+                        conn.kill();
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                    Fault::ServerError => error_response(&ApiError::internal_failure()),
+                    Fault::Unavailable => error_response(&ApiError::service_unavailable()),
+                    Fault::Html => {
+                        let mut r = Response::new(Body::from(
+                            "<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1><p>The server encountered an internal error.</p></body></html>",
+                        ));
+                        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/html; charset=utf-8"),
+                        );
+                        r
+                    }
+                    Fault::Truncated => aws_response(
+                        200,
+                        br#"{"executions":[{"executionArn":"arn:aws:states:us-east-1:1234"#
+                            .to_vec(),
+                    ),
+                };
+            }
+        }
+    }
+    let (status, out) = api::dispatch(&st, &meta, &target, &body);
+    aws_response(status, out)
+}
+
+async fn root_get() -> Response {
+    error_response(&ApiError::unknown_operation())
+}
+
+fn json_ok(v: serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&v).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn json_err(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&json!({"error": msg.into()})).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn health(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(json!({"status": "ok", "now": st.now(), "region": st.region, "account": st.account}))
+}
+
+async fn ledger(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.ledger()).unwrap_or_default())
+}
+
+async fn stats(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.stats()).unwrap_or_default())
+}
+
+async fn clock(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(json!({"now": st.now(), "offsetSeconds": st.clock_offset().as_secs_f64()}))
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: f64,
+}
+
+async fn advance_clock(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    let a: Advance = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return json_err(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"seconds\": N}}: {e}"),
+            );
+        }
+    };
+    match Duration::try_from_secs_f64(a.seconds) {
+        Ok(d) => {
+            st.advance_clock(d);
+            json_ok(json!({"now": st.now(), "offsetSeconds": st.clock_offset().as_secs_f64()}))
+        }
+        Err(e) => json_err(StatusCode::BAD_REQUEST, format!("invalid seconds: {e}")),
+    }
+}
+
+async fn get_faults(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.faults()).unwrap_or_default())
+}
+
+async fn put_faults(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<FaultConfig>(&body) {
+        Ok(f) => {
+            st.set_faults(f.clone());
+            json_ok(serde_json::to_value(f).unwrap_or_default())
+        }
+        Err(e) => json_err(StatusCode::BAD_REQUEST, format!("invalid FaultConfig: {e}")),
+    }
+}
+
+async fn seed(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    let sc = match Scenario::parse(&text) {
+        Ok(s) => s,
+        Err(e) => return json_err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match st.seed(&sc) {
+        Ok(n) => json_ok(json!({"executionsAdded": n})),
+        Err(e) => json_err(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ArnQuery {
+    arn: String,
+}
+
+async fn get_execution(
+    State(st): State<Arc<EmulatorState>>,
+    Query(q): Query<ArnQuery>,
+) -> Response {
+    match st.execution(&q.arn) {
+        Some(s) => json_ok(serde_json::to_value(s).unwrap_or_default()),
+        None => json_err(StatusCode::NOT_FOUND, format!("no execution {}", q.arn)),
+    }
+}
+
+#[derive(Deserialize)]
+struct FailReq {
+    arn: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    cause: Option<String>,
+}
+
+async fn fail_execution(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    let r: FailReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_err(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"arn\", \"error\", \"cause\"}}: {e}"),
+            );
+        }
+    };
+    let Some(snap) = st.execution(&r.arn) else {
+        return json_err(StatusCode::NOT_FOUND, format!("no execution {}", r.arn));
+    };
+    let error = r.error.as_deref().unwrap_or("States.TaskFailed");
+    let cause = r.cause.as_deref().unwrap_or("forced failure");
+    if st.fail_execution(&r.arn, error, cause) {
+        json_ok(serde_json::to_value(st.execution(&r.arn)).unwrap_or_default())
+    } else {
+        json_err(
+            StatusCode::CONFLICT,
+            format!("execution is {}, not RUNNING", snap.status.as_str()),
+        )
+    }
+}
+
+async fn not_found() -> Response {
+    json_err(StatusCode::NOT_FOUND, "not found")
+}

@@ -1,0 +1,396 @@
+//! Shared emulator state: model, clock, throttling, faults, ledger and statistics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{EmulatorConfig, FaultConfig};
+use super::model::{ExecutionSnapshot, Model, Ms, ts};
+use super::scenario::{Scenario, ScenarioError};
+use super::throttle::Throttle;
+
+/// What happened to one RedriveExecution call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum LedgerOutcome {
+    /// Performed a redrive (redriveCount incremented).
+    Redriven {
+        /// The new redriveDate.
+        redrive_date: jiff::Timestamp,
+    },
+    /// Idempotent replay of a live client token: nothing changed.
+    Replayed {
+        /// The redriveDate returned.
+        redrive_date: jiff::Timestamp,
+    },
+    /// `ExecutionNotRedrivable`.
+    NotRedrivable {
+        /// Reason / message returned.
+        reason: String,
+    },
+    /// `ExecutionDoesNotExist` (also EXPRESS ARNs).
+    DoesNotExist,
+    /// `InvalidArn`.
+    InvalidArn,
+    /// `ValidationException` (including a cross-execution token conflict in strict mode).
+    ValidationError {
+        /// The validation message.
+        message: String,
+    },
+    /// `ExecutionLimitExceeded`.
+    LimitExceeded,
+    /// `AccessDeniedException` (configured denied state machine).
+    AccessDenied,
+    /// `ThrottlingException`: the call never reached the model.
+    Throttled,
+    /// An injected fault answered instead of the model (`server-error`, `malformed-html`,
+    /// `malformed-truncated`, `drop`).
+    Faulted {
+        /// Fault kind.
+        fault: String,
+    },
+}
+
+impl LedgerOutcome {
+    /// True if the call reached the model (not throttled, not faulted).
+    pub fn reached_model(&self) -> bool {
+        !matches!(
+            self,
+            LedgerOutcome::Throttled | LedgerOutcome::Faulted { .. }
+        )
+    }
+    /// True for a performed redrive.
+    pub fn is_redriven(&self) -> bool {
+        matches!(self, LedgerOutcome::Redriven { .. })
+    }
+}
+
+/// One RedriveExecution call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// `executionArn` as sent (empty if missing).
+    pub execution_arn: String,
+    /// `clientToken` as sent.
+    pub client_token: Option<String>,
+    /// The execution's redriveCount before the call (0 if unknown).
+    pub redrive_count_before: u32,
+    /// Outcome.
+    pub outcome: LedgerOutcome,
+    /// Emulated time of the call.
+    pub at: jiff::Timestamp,
+    /// Access key id from the SigV4 `Credential=` (None for direct `handle_request` calls).
+    pub access_key_id: Option<String>,
+}
+
+/// Per-API counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiStats {
+    /// Every request for this API (including throttled/faulted).
+    pub calls: u64,
+    /// Answered 200 by the model.
+    pub ok: u64,
+    /// Answered ThrottlingException.
+    pub throttled: u64,
+    /// Answered by an injected fault (not counting pure latency).
+    pub faults: u64,
+    /// Error responses by short code (`ExecutionNotRedrivable`, ...).
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Emulator statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// All AWS API requests (excluding `/_emulator/` admin calls).
+    pub total_calls: u64,
+    /// Per API (`ListExecutions`, ...; unknown targets under `Unknown`).
+    pub by_api: BTreeMap<String, ApiStats>,
+    /// Total throttled.
+    pub throttled: u64,
+    /// Injected faults by kind (`server-error`, `malformed-html`, `malformed-truncated`, `drop`, `latency`).
+    pub faults_injected: BTreeMap<String, u64>,
+    /// Requests per SigV4 access key id.
+    pub access_key_ids: BTreeMap<String, u64>,
+    /// Requests rejected with MissingAuthenticationTokenException.
+    pub missing_auth: u64,
+    /// Executions stored.
+    pub executions: u64,
+    /// Open (RUNNING) executions.
+    pub open_executions: u64,
+    /// Successful redrives performed.
+    pub redrives: u64,
+    /// Remaining tokens per throttling bucket.
+    pub bucket_levels: BTreeMap<String, f64>,
+}
+
+impl Stats {
+    /// Calls of one API.
+    pub fn calls(&self, api: &str) -> u64 {
+        self.by_api.get(api).map_or(0, |a| a.calls)
+    }
+    /// Throttled calls of one API.
+    pub fn throttled(&self, api: &str) -> u64 {
+        self.by_api.get(api).map_or(0, |a| a.throttled)
+    }
+    /// Error count of one API and short error code.
+    pub fn errors(&self, api: &str, code: &str) -> u64 {
+        self.by_api
+            .get(api)
+            .and_then(|a| a.errors.get(code))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Result class of one request, for statistics.
+#[derive(Debug, Clone)]
+pub(crate) enum CallResult {
+    Ok,
+    Throttled,
+    Fault(&'static str),
+    Error(String),
+}
+
+/// Everything the server and the handle share.
+pub struct EmulatorState {
+    pub(crate) region: String,
+    pub(crate) account: String,
+    pub(crate) faults: RwLock<FaultConfig>,
+    clock_offset_ms: AtomicI64,
+    pub(crate) model: Mutex<Model>,
+    pub(crate) throttle: Mutex<Throttle>,
+    stats: Mutex<Stats>,
+    ledger: Mutex<Vec<LedgerEntry>>,
+    pub(crate) rng: Mutex<StdRng>,
+    pub(crate) token_key: [u8; 32],
+}
+
+impl std::fmt::Debug for EmulatorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorState")
+            .field("region", &self.region)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lock ignoring poisoning (the emulator never leaves state half-updated across a panic point).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn real_now_ms() -> Ms {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Ms)
+        .unwrap_or(0)
+}
+
+impl EmulatorState {
+    /// Build the state and seed `scenario`.
+    pub fn new(config: &EmulatorConfig, scenario: &Scenario) -> Result<Arc<Self>, ScenarioError> {
+        let mut model = Model::new(
+            &config.region,
+            &config.account,
+            config.replay,
+            config.token_scope,
+            config.max_open_executions,
+        );
+        let offset = i64::try_from(config.clock_offset.as_millis()).unwrap_or(0);
+        let now = real_now_ms().saturating_add(offset);
+        model.seed(scenario, now)?;
+        let key = {
+            use sha2::{Digest, Sha256};
+            let d = Sha256::digest(format!("redrive-emulator-token-key:{}", config.seed));
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&d);
+            k
+        };
+        Ok(Arc::new(EmulatorState {
+            region: config.region.clone(),
+            account: config.account.clone(),
+            faults: RwLock::new(config.faults.clone()),
+            clock_offset_ms: AtomicI64::new(offset),
+            model: Mutex::new(model),
+            throttle: Mutex::new(Throttle::new(config.quota, config.quota_scale)),
+            stats: Mutex::new(Stats::default()),
+            ledger: Mutex::new(Vec::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            token_key: key,
+        }))
+    }
+
+    /// Emulated now in milliseconds.
+    pub(crate) fn now_ms(&self) -> Ms {
+        real_now_ms().saturating_add(self.clock_offset_ms.load(Ordering::SeqCst))
+    }
+
+    /// Emulated now.
+    pub fn now(&self) -> jiff::Timestamp {
+        ts(self.now_ms())
+    }
+
+    /// Move the emulated clock forward.
+    pub fn advance_clock(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        self.clock_offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Offset of the emulated clock from real time.
+    pub fn clock_offset(&self) -> Duration {
+        Duration::from_millis(self.clock_offset_ms.load(Ordering::SeqCst).max(0) as u64)
+    }
+
+    /// Replace the fault configuration.
+    pub fn set_faults(&self, f: FaultConfig) {
+        *self.faults.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Current fault configuration.
+    pub fn faults(&self) -> FaultConfig {
+        self.faults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Seed more state machines / executions.
+    pub fn seed(&self, more: &Scenario) -> Result<u64, ScenarioError> {
+        let now = self.now_ms();
+        let mut m = lock(&self.model);
+        m.settle(now);
+        m.seed(more, now)
+    }
+
+    /// Force a RUNNING execution to FAILED now; false if unknown or not running.
+    pub fn fail_execution(&self, arn: &str, error: &str, cause: &str) -> bool {
+        let now = self.now_ms();
+        let mut m = lock(&self.model);
+        m.settle(now);
+        match m.exec_by_arn(arn) {
+            Some(id) => m.force_fail(id, error, cause, now),
+            None => false,
+        }
+    }
+
+    /// Snapshot of one execution (settled to now).
+    pub fn execution(&self, arn: &str) -> Option<ExecutionSnapshot> {
+        let now = self.now_ms();
+        let mut m = lock(&self.model);
+        m.settle(now);
+        let id = m.exec_by_arn(arn)?;
+        Some(m.snapshot(id, now))
+    }
+
+    /// All snapshots of one state machine (by name or ARN), newest first.
+    pub fn executions_of(&self, state_machine: &str) -> Vec<ExecutionSnapshot> {
+        let now = self.now_ms();
+        let mut m = lock(&self.model);
+        m.settle(now);
+        let name = state_machine
+            .rsplit_once(":stateMachine:")
+            .map_or(state_machine, |(_, n)| n);
+        let Some(sm) = m.find_sm(name) else {
+            return Vec::new();
+        };
+        m.sms[sm as usize]
+            .index
+            .iter()
+            .map(|&id| m.snapshot(id, now))
+            .collect()
+    }
+
+    /// State machine ARN for a name in this emulator's region/account.
+    pub fn state_machine_arn(&self, name: &str) -> String {
+        lock(&self.model).sm_arn(name)
+    }
+
+    /// Execution ARN for a state machine name and execution name.
+    pub fn execution_arn(&self, state_machine: &str, name: &str) -> String {
+        let m = lock(&self.model);
+        format!(
+            "arn:{}:states:{}:{}:execution:{state_machine}:{name}",
+            m.partition, m.region, m.account
+        )
+    }
+
+    /// Map Run ARNs (for tests).
+    pub fn map_run_arns(&self) -> Vec<String> {
+        lock(&self.model)
+            .map_runs
+            .iter()
+            .map(|m| m.arn.clone())
+            .collect()
+    }
+
+    /// Copy of the ledger.
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        lock(&self.ledger).clone()
+    }
+
+    /// Copy of the statistics.
+    pub fn stats(&self) -> Stats {
+        let mut s = lock(&self.stats).clone();
+        {
+            let m = lock(&self.model);
+            s.executions = m.execs.len() as u64;
+            s.open_executions = m.open;
+            s.redrives = m.redrives;
+        }
+        s.bucket_levels = lock(&self.throttle).levels().into_iter().collect();
+        s
+    }
+
+    pub(crate) fn record_ledger(&self, e: LedgerEntry) {
+        lock(&self.ledger).push(e);
+    }
+
+    pub(crate) fn record_call(&self, api: &str, r: CallResult) {
+        let mut s = lock(&self.stats);
+        s.total_calls += 1;
+        if matches!(r, CallResult::Throttled) {
+            s.throttled += 1;
+        }
+        if let CallResult::Fault(kind) = &r {
+            *s.faults_injected.entry(kind.to_string()).or_default() += 1;
+        }
+        let a = s.by_api.entry(api.to_string()).or_default();
+        a.calls += 1;
+        match r {
+            CallResult::Ok => a.ok += 1,
+            CallResult::Throttled => a.throttled += 1,
+            CallResult::Fault(_) => a.faults += 1,
+            CallResult::Error(code) => *a.errors.entry(code).or_default() += 1,
+        }
+    }
+
+    pub(crate) fn record_latency_fault(&self) {
+        *lock(&self.stats)
+            .faults_injected
+            .entry("latency".to_string())
+            .or_default() += 1;
+    }
+
+    pub(crate) fn record_access_key(&self, akid: &str) {
+        *lock(&self.stats)
+            .access_key_ids
+            .entry(akid.to_string())
+            .or_default() += 1;
+    }
+
+    pub(crate) fn record_missing_auth(&self) {
+        let mut s = lock(&self.stats);
+        s.missing_auth += 1;
+    }
+}
