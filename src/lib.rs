@@ -9,9 +9,15 @@
 //! - [`emulator`]: the Step Functions emulator used by tests and `demo`.
 
 pub mod aws;
+pub mod cli;
 pub mod crd;
+pub mod demo;
 pub mod emulator;
 pub mod engine;
+pub mod local;
+pub mod output;
 pub mod policy;
+pub mod policy_file;
 pub mod reconcile;
 pub mod target;
+pub mod telemetry;

@@ -1,3 +1,3 @@
-fn main() {
-    print!("{}", redrive_operator::crd::crd_yaml());
+fn main() -> std::process::ExitCode {
+    redrive_operator::cli::main()
 }

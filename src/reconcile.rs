@@ -157,7 +157,7 @@ impl PolicyState {
 }
 
 /// Everything one poll saw and did.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PollReport {
     pub policy: PolicyId,
     pub started: Timestamp,
@@ -220,7 +220,7 @@ fn signed(d: Duration) -> SignedDuration {
 }
 
 /// Errors that stop a whole poll (the policy is reported Degraded and retried with backoff).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PollError {
     #[error("{0}")]
     Target(#[from] TargetError),

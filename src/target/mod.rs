@@ -17,7 +17,7 @@ use crate::engine::{Candidate, Details, Reason, TargetLimits};
 use crate::policy::Policy;
 
 /// A workflow that the policy covers but that cannot be acted on (e.g. EXPRESS), or that failed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum WorkflowIssue {
     /// Skipped for a stable reason.
     Skipped(Reason),
@@ -26,7 +26,7 @@ pub enum WorkflowIssue {
 }
 
 /// What one discovery pass found.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Discovery {
     /// Workflows (state machines) the policy resolved to.
     pub workflows: Vec<String>,

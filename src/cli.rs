@@ -1,0 +1,347 @@
+//! Command line: `crd`, `plan`, `run`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::aws::AwsSettings;
+use crate::local::{self, PollObserver};
+use crate::output;
+use crate::policy::Policy;
+use crate::policy_file::load_files;
+use crate::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
+use crate::telemetry::{self, LogFormat};
+
+/// Resumes failed AWS Step Functions executions from the point of failure, as declared by
+/// RedrivePolicy resources.
+#[derive(Parser, Debug)]
+#[command(name = "redrive-operator", version, propagate_version = true)]
+#[command(
+    after_help = "Start with `redrive-operator demo`: it needs no AWS account and no cluster."
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "REDRIVE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter in RUST_LOG syntax (e.g. `debug`, `info,aws_smithy_runtime=debug`).
+    /// Default: `info` for `run`, `warn` for the other commands.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    pub log_filter: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the RedrivePolicy CustomResourceDefinition (YAML).
+    Crd,
+    /// Show what each policy would redrive, and why the rest is skipped. Never redrives.
+    Plan(PlanArgs),
+    /// Run the redrive loop on policies read from files (local mode).
+    Run(RunArgs),
+    /// Run a policy against the built-in Step Functions emulator and show what happens.
+    Demo(DemoArgs),
+}
+
+/// AWS access settings shared by `plan` and `run`.
+#[derive(Args, Debug, Clone)]
+pub struct AwsArgs {
+    /// Send all AWS calls to this URL (an emulator or a VPC endpoint). Operator-level only:
+    /// policies cannot choose an endpoint. Without configured credentials, dummy ones are used.
+    #[arg(long, env = "REDRIVE_AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Attempts per AWS call, including the first (retries use backoff and adaptive rate limiting).
+    #[arg(long, env = "REDRIVE_AWS_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub aws_max_attempts: u32,
+
+    /// Time limit of one AWS call, retries included (e.g. 30s).
+    #[arg(long, env = "REDRIVE_AWS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub aws_timeout: Duration,
+
+    /// RedriveExecution and DescribeExecution calls in flight per policy.
+    #[arg(long, env = "REDRIVE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// How long state machine selector results (ListStateMachines, tags) are reused.
+    #[arg(long, env = "REDRIVE_DISCOVERY_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub discovery_ttl: Duration,
+}
+
+impl AwsArgs {
+    pub fn poll_settings(&self) -> PollSettings {
+        PollSettings {
+            aws: AwsSettings {
+                endpoint_url: self.endpoint_url.clone(),
+                max_attempts: self.aws_max_attempts,
+                operation_timeout: self.aws_timeout,
+            },
+            concurrency: usize::from(self.concurrency),
+            discovery_ttl: self.discovery_ttl,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Policy files (YAML or JSON; several documents per file allowed).
+    #[arg(
+        short = 'f',
+        long = "file",
+        required = true,
+        env = "REDRIVE_POLICY_FILES",
+        value_delimiter = ','
+    )]
+    pub files: Vec<PathBuf>,
+
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        env = "REDRIVE_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Policy files (YAML or JSON; several documents per file allowed).
+    #[arg(
+        short = 'f',
+        long = "file",
+        required = true,
+        env = "REDRIVE_POLICY_FILES",
+        value_delimiter = ','
+    )]
+    pub files: Vec<PathBuf>,
+
+    /// Poll each policy once, print the totals and exit.
+    #[arg(long, env = "REDRIVE_ONCE")]
+    pub once: bool,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How long the demo runs.
+    #[arg(long, env = "REDRIVE_DEMO_DURATION", default_value = "35s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Print every decision instead of a sample per poll.
+    #[arg(long, env = "REDRIVE_DEMO_VERBOSE")]
+    pub verbose: bool,
+}
+
+/// Entry point of the `redrive-operator` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    telemetry::init(
+        cli.log_format,
+        cli.log_filter.as_deref().unwrap_or(default_filter),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Crd => {
+                print!("{}", crate::crd::crd_yaml());
+                ExitCode::SUCCESS
+            }
+            Command::Plan(args) => plan(args).await,
+            Command::Run(args) => run(args).await,
+            Command::Demo(args) => crate::demo::run(args).await,
+        }
+    })
+}
+
+/// Load policies; print one line per invalid one. Returns the valid ones and whether any failed.
+fn load(files: &[PathBuf]) -> (Vec<Policy>, bool) {
+    let (policies, errors) = load_files(files);
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    (policies, !errors.is_empty())
+}
+
+/// Collects plan reports for printing after every policy has been polled.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<(Policy, Result<PollReport, PollError>)>>);
+
+impl PollObserver for Collect {
+    fn observe(&self, policy: &Policy, result: &Result<PollReport, PollError>, _: &PolicyState) {
+        self.0
+            .lock()
+            .expect("collector lock")
+            .push((policy.clone(), result.clone()));
+    }
+}
+
+async fn plan(args: PlanArgs) -> ExitCode {
+    let (policies, mut failed) = load(&args.files);
+    let ctx = Arc::new(Context::new(args.aws.poll_settings()));
+    let collect = Arc::new(Collect::default());
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    local::run(ctx, policies, true, true, collect.clone(), stop_rx).await;
+    let mut reports = std::mem::take(&mut *collect.0.lock().expect("collector lock"));
+    reports.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let now = Timestamp::now();
+    let mut json_out = Vec::new();
+    for (policy, result) in &reports {
+        match result {
+            Ok(report) => {
+                for line in output::issue_lines(report) {
+                    eprintln!("{line}");
+                }
+                failed |= !report.errors().is_empty();
+                match args.output {
+                    OutputFormat::Table => {
+                        println!("{}", output::plan_table(report, now));
+                        println!("{}\n", output::plan_summary(report));
+                    }
+                    OutputFormat::Json => json_out.push(output::plan_json(report)),
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("error: policy {}: {e}", policy.id);
+            }
+        }
+    }
+    if args.output == OutputFormat::Json {
+        let doc = serde_json::json!({"policies": json_out});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints a line per poll (stdout) and the problems it met (stderr).
+struct RunPrinter;
+
+impl PollObserver for RunPrinter {
+    fn observe(
+        &self,
+        policy: &Policy,
+        result: &Result<PollReport, PollError>,
+        state: &PolicyState,
+    ) {
+        match result {
+            Ok(report) => {
+                for line in output::issue_lines(report) {
+                    eprintln!("{line}");
+                }
+                let acted: Vec<String> = report
+                    .action_counts()
+                    .iter()
+                    .map(|(k, v)| format!("{} {k}", output::thousands(*v)))
+                    .collect();
+                println!(
+                    "{}; acted: {}; redriven so far: {}",
+                    output::plan_summary(report),
+                    if acted.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        acted.join(", ")
+                    },
+                    output::thousands(state.redriven_total)
+                );
+            }
+            Err(e) => eprintln!("error: policy {}: {e}", policy.id),
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let (policies, invalid) = load(&args.files);
+    if policies.is_empty() {
+        eprintln!("error: no valid policy to run");
+        return ExitCode::FAILURE;
+    }
+    let ctx = Arc::new(Context::new(args.aws.poll_settings()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let totals = local::run(
+        ctx.clone(),
+        policies,
+        args.once,
+        false,
+        Arc::new(RunPrinter),
+        stop_rx,
+    )
+    .await;
+    println!("{}", output::calls_line(totals.redriven, &ctx.calls));
+    if invalid || totals.failed_polls > 0 || totals.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

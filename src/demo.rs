@@ -1,0 +1,238 @@
+//! `redrive-operator demo`: the built-in emulator, a seeded scenario and one policy, live.
+//!
+//! Runs the same local-mode loop as `run`, against the emulator started in-process on a free
+//! loopback port. Nothing leaves the machine; no AWS account or cluster is needed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::cli::DemoArgs;
+use crate::emulator::{self, EmulatorConfig, QuotaPreset, Scenario};
+use crate::engine::{Decision, Reason};
+use crate::local::{self, PollObserver};
+use crate::output::{self, relative, short_name, thousands};
+use crate::policy::Policy;
+use crate::policy_file::parse_documents;
+use crate::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
+
+/// The policy the demo runs (also in `examples/demo-policy.yaml`).
+pub const DEMO_POLICY: &str = include_str!("../examples/demo-policy.yaml");
+
+struct DemoPrinter {
+    verbose: bool,
+    polls: AtomicU64,
+    started: Timestamp,
+}
+
+impl DemoPrinter {
+    fn sample_limit(&self) -> usize {
+        if self.verbose { usize::MAX } else { 6 }
+    }
+}
+
+impl PollObserver for DemoPrinter {
+    fn observe(
+        &self,
+        policy: &Policy,
+        result: &Result<PollReport, PollError>,
+        state: &PolicyState,
+    ) {
+        let n = self.polls.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = Timestamp::now();
+        let t = now.duration_since(self.started).as_secs();
+        println!("\n── poll {n} of {} (t+{t}s) ──", policy.id);
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                println!("  poll failed: {e}");
+                return;
+            }
+        };
+        for line in output::issue_lines(report) {
+            println!("  {line}");
+        }
+        println!("  {}", output::plan_summary(report));
+
+        // Redrives performed, a sample.
+        let limit = self.sample_limit();
+        for a in report.actions.iter().take(limit) {
+            let detail = match &a.result {
+                Ok(o) => o.code().to_string(),
+                Err(e) => format!("failed: {e}"),
+            };
+            println!(
+                "  ↻ redrive  {:<42} attempt {}  {detail}",
+                format!(
+                    "{}/{}",
+                    state_machine_of(&a.execution),
+                    short_name(&a.execution)
+                ),
+                a.redrive_count + 1
+            );
+        }
+        if report.actions.len() > limit {
+            println!(
+                "  ↻ … and {} more redrives",
+                thousands((report.actions.len() - limit) as u64)
+            );
+        }
+
+        // One example per skip/wait reason, so every rule shows up.
+        let mut examples: BTreeMap<&'static str, String> = BTreeMap::new();
+        for e in &report.plan.entries {
+            let code = e.decision.code();
+            if e.decision.is_redrive() || examples.contains_key(code) {
+                continue;
+            }
+            let who = format!(
+                "{}/{}",
+                state_machine_of(&e.candidate.id),
+                short_name(&e.candidate.id)
+            );
+            let error = e
+                .candidate
+                .details
+                .as_ref()
+                .and_then(|d| d.error.clone())
+                .map(|x| format!(" ({x})"))
+                .unwrap_or_default();
+            let line = match &e.decision {
+                Decision::Skip {
+                    reason: Reason::DryRun,
+                } => format!("  ✓ would    {who:<42} {code}"),
+                Decision::Skip { reason } => format!("  · skip     {who:<42} {reason}{error}"),
+                Decision::Wait { until, reason } => {
+                    format!(
+                        "  ⏸ wait     {who:<42} {reason} until {}",
+                        relative(*until, now)
+                    )
+                }
+                Decision::Redrive { .. } => continue,
+            };
+            examples.insert(code, line);
+        }
+        for line in examples.values() {
+            println!("{line}");
+        }
+        println!("  redriven so far: {}", thousands(state.redriven_total));
+    }
+}
+
+/// `...:execution:orders-processing:ord-0042` → `orders-processing`.
+fn state_machine_of(execution_arn: &str) -> &str {
+    execution_arn.split(':').nth(6).unwrap_or("?")
+}
+
+pub async fn run(args: DemoArgs) -> ExitCode {
+    let config = EmulatorConfig {
+        quota: QuotaPreset::UsEast1,
+        ..EmulatorConfig::default()
+    };
+    let scenario = Scenario::demo();
+    let handle = match emulator::start(config, scenario).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the Step Functions emulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let policies: Vec<Policy> =
+        match parse_documents(Path::new("examples/demo-policy.yaml"), DEMO_POLICY)
+            .into_iter()
+            .collect::<Result<_, _>>()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: the embedded demo policy is invalid: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let stats = handle.stats();
+    println!("redrive-operator demo");
+    println!(
+        "Step Functions emulator on {} (us-east-1 API quotas): {} executions seeded.",
+        handle.endpoint,
+        thousands(stats.executions)
+    );
+    println!("Policy (examples/demo-policy.yaml):\n");
+    for line in DEMO_POLICY
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
+        println!("    {line}");
+    }
+    println!(
+        "\nRunning for {}s; each poll lists failed executions, decides, and redrives.",
+        args.duration.as_secs()
+    );
+
+    let mut settings = PollSettings::default();
+    settings.aws.endpoint_url = Some(handle.endpoint.clone());
+    let ctx = Arc::new(Context::new(settings));
+    let printer = Arc::new(DemoPrinter {
+        verbose: args.verbose,
+        polls: AtomicU64::new(0),
+        started: Timestamp::now(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let duration = args.duration;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = crate::cli::shutdown_signal() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let totals = local::run(ctx.clone(), policies, false, false, printer, stop_rx).await;
+
+    // The tally, from the emulator's own ledger: what AWS would have recorded.
+    let ledger = handle.ledger();
+    let mut per_attempt: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in &ledger {
+        let kind = serde_json::to_value(&entry.outcome)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        *outcomes.entry(kind).or_insert(0) += 1;
+        if entry.outcome.is_redriven() {
+            *per_attempt
+                .entry((entry.execution_arn.clone(), entry.redrive_count_before))
+                .or_insert(0) += 1;
+        }
+    }
+    let duplicates = per_attempt.values().filter(|n| **n > 1).count();
+    let executions: std::collections::BTreeSet<&String> =
+        per_attempt.keys().map(|(arn, _)| arn).collect();
+    println!("\n── tally ──");
+    println!(
+        "{} polls; {} redrives of {} executions performed by the emulator ({} calls in its ledger: {})",
+        totals.polls,
+        thousands(per_attempt.values().map(|n| u64::from(*n)).sum()),
+        thousands(executions.len() as u64),
+        thousands(ledger.len() as u64),
+        outcomes
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("{}", output::calls_line(totals.redriven, &ctx.calls));
+    handle.shutdown().await;
+    if duplicates > 0 {
+        println!("FAILED: {duplicates} (execution, attempt) pairs were redriven more than once");
+        return ExitCode::FAILURE;
+    }
+    println!("ledger check: at most one redrive per (execution, attempt): ok");
+    if totals.failed_polls > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

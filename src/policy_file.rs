@@ -1,0 +1,168 @@
+//! Reading RedrivePolicy documents from YAML or JSON files (local mode).
+//!
+//! A file goes through the same checks as an object in the cluster: the API server's CEL rules
+//! (evaluated client-side by kube's CEL support) and [`Policy::from_resource`]. Every problem is
+//! one line naming the file, the policy and the field.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::crd::RedrivePolicy;
+use crate::policy::Policy;
+
+pub const API_VERSION: &str = "redrive.dev/v1alpha1";
+pub const KIND: &str = "RedrivePolicy";
+
+/// Largest policy file read (a policy is a few hundred bytes; this bounds hostile input).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A policy that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    /// Index of the YAML document in the file (from 0).
+    pub document: usize,
+    pub policy: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.policy {
+            Some(p) => write!(f, "policy {p} ({}): {}", self.file.display(), self.message),
+            None => write!(
+                f,
+                "{} (document {}): {}",
+                self.file.display(),
+                self.document + 1,
+                self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Load every policy document of every file. Valid policies and errors are returned side by side
+/// so that one bad policy never stops the others.
+pub fn load_files(paths: &[PathBuf]) -> (Vec<Policy>, Vec<LoadError>) {
+    let mut policies = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match read_bounded(path) {
+            Ok(text) => {
+                for result in parse_documents(path, &text) {
+                    match result {
+                        Ok(p) => policies.push(p),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(message) => errors.push(LoadError {
+                file: path.clone(),
+                document: 0,
+                policy: None,
+                message,
+            }),
+        }
+    }
+    (policies, errors)
+}
+
+fn read_bounded(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// Parse and validate the documents of one file.
+pub fn parse_documents(path: &Path, text: &str) -> Vec<Result<Policy, LoadError>> {
+    let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![Err(LoadError {
+                file: path.to_path_buf(),
+                document: 0,
+                policy: None,
+                message: format!("not valid YAML or JSON: {}", one_line(&e.to_string())),
+            })];
+        }
+    };
+    docs.into_iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_null())
+        .map(|(i, doc)| {
+            parse_policy(doc).map_err(|(policy, message)| LoadError {
+                file: path.to_path_buf(),
+                document: i,
+                policy,
+                message,
+            })
+        })
+        .collect()
+}
+
+/// Validate one document. The error carries the policy name when one could be read.
+pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, String)> {
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .map(str::to_string);
+    let namespace = doc
+        .pointer("/metadata/namespace")
+        .and_then(|n| n.as_str())
+        .unwrap_or("");
+    let display = name.as_ref().map(|n| {
+        if namespace.is_empty() {
+            n.clone()
+        } else {
+            format!("{namespace}/{n}")
+        }
+    });
+    let fail = |m: String| Err((display.clone(), m));
+    if !doc.is_object() {
+        return fail("a RedrivePolicy document must be a mapping".into());
+    }
+    match doc.get("apiVersion").and_then(|v| v.as_str()) {
+        Some(API_VERSION) => {}
+        Some(other) => return fail(format!("apiVersion: {other:?} is not {API_VERSION:?}")),
+        None => return fail(format!("apiVersion: required ({API_VERSION})")),
+    }
+    match doc.get("kind").and_then(|v| v.as_str()) {
+        Some(KIND) => {}
+        Some(other) => return fail(format!("kind: {other:?} is not {KIND:?}")),
+        None => return fail(format!("kind: required ({KIND})")),
+    }
+    let obj: RedrivePolicy = match serde_path_to_error::deserialize(doc) {
+        Ok(o) => o,
+        Err(e) => {
+            let path = e.path().to_string();
+            return fail(format!("{path}: {}", one_line(&e.into_inner().to_string())));
+        }
+    };
+    if let Err(errors) = obj.validate_cel() {
+        let first = errors
+            .into_iter()
+            .next()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    if e.field_path.is_empty() {
+                        "spec".to_string()
+                    } else {
+                        e.field_path.clone()
+                    },
+                    e.message
+                )
+            })
+            .unwrap_or_else(|| "CEL validation failed".into());
+        return fail(first);
+    }
+    Policy::from_resource(&obj).map_err(|e| (display.clone(), e.to_string()))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
