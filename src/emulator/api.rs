@@ -409,7 +409,7 @@ fn decode_token(
     token: &str,
 ) -> Result<String, ApiError> {
     let bad = || ApiError::invalid_token("Invalid token");
-    if token.len() < 18 || !token.is_ascii() || token.len() % 2 != 0 {
+    if token.len() < 18 || !token.is_ascii() || !token.len().is_multiple_of(2) {
         return Err(bad());
     }
     let (hex, tag) = token.split_at(token.len() - 16);

@@ -828,7 +828,8 @@ fn demo_scenario() -> Scenario {
     let permanent = ["ValidationError", "States.DataLimitExceeded"];
 
     let mut machines = Vec::new();
-    let specs: [(&str, &[(&str, &str)], u32); 4] = [
+    type Tags = &'static [(&'static str, &'static str)];
+    let specs: [(&str, Tags, u32); 4] = [
         (
             "orders-processing",
             &[
