@@ -34,6 +34,8 @@ macro_rules! cel_seconds {
 }
 
 /// Declares which failed workflow runs the operator may resume, and how carefully.
+// The repeated `type_` keys belong to different printcolumns, not one attribute twice.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "redrive.dev",

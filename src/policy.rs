@@ -398,7 +398,7 @@ fn compile_regex(field: &str, pattern: &str, max_len: usize) -> Result<Regex, Sp
         .map_err(|e| {
             SpecError::new(
                 field,
-                format!("invalid regular expression: {}", first_line(&e.to_string())),
+                format!("invalid regular expression: {}", last_line(&e.to_string())),
             )
         })
 }
@@ -438,10 +438,9 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn first_line(s: &str) -> String {
+fn last_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_string()

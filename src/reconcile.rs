@@ -40,12 +40,15 @@ impl Default for PollSettings {
     }
 }
 
+/// (region, role ARN, namespace): what a set of credentials and an endpoint depend on.
+type TargetKey = (String, Option<String>, String);
+
 /// Shared, long-lived clients: one Step Functions target per (region, role, namespace), so SDK
 /// rate limiting and selector caches span polls and policies.
 pub struct Context {
     pub settings: PollSettings,
     pub calls: CallCounter,
-    targets: tokio::sync::Mutex<HashMap<(String, Option<String>, String), Arc<StepFunctions>>>,
+    targets: tokio::sync::Mutex<HashMap<TargetKey, Arc<StepFunctions>>>,
 }
 
 impl Context {

@@ -46,12 +46,15 @@ struct StateMachineInfo {
     express: bool,
 }
 
+/// A value and when it was fetched.
+type Cached<T> = (Instant, T);
+
 /// The Step Functions adapter for one (region, credentials) client.
 pub struct StepFunctions {
     client: aws_sdk_sfn::Client,
     discovery_ttl: Duration,
-    machines: Mutex<Option<(Instant, Vec<StateMachineInfo>)>>,
-    tags: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+    machines: Mutex<Option<Cached<Vec<StateMachineInfo>>>>,
+    tags: Mutex<HashMap<String, Cached<BTreeMap<String, String>>>>,
 }
 
 impl StepFunctions {
