@@ -1894,3 +1894,152 @@ fn handle_request_never_panics_on_garbage() {
         }
     }
 }
+
+#[tokio::test]
+async fn configurable_replay_and_token_scope() {
+    use redrive_operator::emulator::{ReplayMode, TokenScope};
+    let sc = || {
+        Scenario::new().with(
+            StateMachineSpec::standard("cfg")
+                .execution(ExecutionSpec::failed("a", "Lambda.ServiceException"))
+                .execution(ExecutionSpec::failed("b", "Lambda.ServiceException")),
+        )
+    };
+    // LatestRedriveDate: a replay reports the execution's current redriveDate
+    let cfg = EmulatorConfig {
+        replay: ReplayMode::LatestRedriveDate,
+        ..Default::default()
+    };
+    let (h, c) = emu_with(cfg, sc()).await;
+    let a = h.execution_arn("cfg", "a");
+    let r1 = c
+        .redrive_execution()
+        .execution_arn(&a)
+        .client_token("t1")
+        .send()
+        .await
+        .unwrap();
+    // redriveRunTime 0: the next request settles it to FAILED again; redrive once more
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(describe(&c, &a).await.status(), &ExecutionStatus::Failed);
+    let r2 = c
+        .redrive_execution()
+        .execution_arn(&a)
+        .client_token("t2")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r1.redrive_date(), r2.redrive_date());
+    let replay = c
+        .redrive_execution()
+        .execution_arn(&a)
+        .client_token("t1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.redrive_date(), r2.redrive_date());
+    assert_eq!(describe(&c, &a).await.redrive_count(), Some(2));
+    h.shutdown().await;
+
+    // RejectCrossExecution: a live token reused on another execution is rejected
+    let cfg = EmulatorConfig {
+        token_scope: TokenScope::RejectCrossExecution,
+        ..Default::default()
+    };
+    let (h, c) = emu_with(cfg, sc()).await;
+    c.redrive_execution()
+        .execution_arn(h.execution_arn("cfg", "a"))
+        .client_token("shared")
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .redrive_execution()
+        .execution_arn(h.execution_arn("cfg", "b"))
+        .client_token("shared")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_validation_exception());
+    assert_eq!(
+        h.execution(&h.execution_arn("cfg", "b"))
+            .unwrap()
+            .redrive_count,
+        0
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_execution_name_rules() {
+    let sc = Scenario::new().with(
+        StateMachineSpec::standard("s")
+            .redrive_run_time(secs(HOUR))
+            .start_outcomes([Outcome::fail("Lambda.ServiceException"), Outcome::succeed()]),
+    );
+    let (h, c) = emu(sc).await;
+    let sm = h.state_machine_arn("s");
+    let a = c
+        .start_execution()
+        .state_machine_arn(&sm)
+        .name("n1")
+        .input("{}")
+        .send()
+        .await
+        .unwrap();
+    // same name + same input while running: same response
+    let b = c
+        .start_execution()
+        .state_machine_arn(&sm)
+        .name("n1")
+        .input("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.execution_arn(), b.execution_arn());
+    assert_eq!(a.start_date(), b.start_date());
+    let e = c
+        .start_execution()
+        .state_machine_arn(&sm)
+        .name("n1")
+        .input(r#"{"x":1}"#)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_execution_already_exists());
+    let e = c
+        .start_execution()
+        .state_machine_arn(&sm)
+        .name("bad name")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_invalid_name());
+    let e = c
+        .start_execution()
+        .state_machine_arn(&sm)
+        .input("{not json")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_invalid_execution_input());
+    // the started execution follows startOutcomes: fails after the run time, then redrive → succeed
+    h.advance_clock(secs(HOUR + 1));
+    let d = describe(&c, a.execution_arn()).await;
+    assert_eq!(d.status(), &ExecutionStatus::Failed);
+    assert_eq!(
+        d.redrive_status(),
+        Some(&ExecutionRedriveStatus::Redrivable)
+    );
+    c.redrive_execution()
+        .execution_arn(a.execution_arn())
+        .send()
+        .await
+        .unwrap();
+    h.advance_clock(secs(HOUR + 1));
+    assert_eq!(
+        describe(&c, a.execution_arn()).await.status(),
+        &ExecutionStatus::Succeeded
+    );
+    h.shutdown().await;
+}

@@ -9,18 +9,19 @@ use serde::{Deserialize, Serialize};
 
 /// Throttling preset (api-facts §1.9). Buckets are per API and start full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
 pub enum QuotaPreset {
     /// No throttling at all.
     #[default]
     #[value(name = "none", alias = "unlimited")]
-    #[serde(alias = "none")]
+    #[serde(rename = "none", alias = "unlimited")]
     Unlimited,
     /// The us-east-1 / us-west-2 / eu-west-1 column.
     #[value(name = "us-east-1", alias = "us-west-2", alias = "eu-west-1")]
+    #[serde(rename = "us-east-1")]
     UsEast1,
     /// The "all other regions" column.
     #[value(name = "other", alias = "other-regions")]
+    #[serde(rename = "other", alias = "other-regions")]
     OtherRegions,
 }
 
