@@ -2043,3 +2043,78 @@ async fn start_execution_name_rules() {
     );
     h.shutdown().await;
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::{Arc, OnceLock};
+
+    fn state() -> &'static Arc<emulator::EmulatorState> {
+        static S: OnceLock<Arc<emulator::EmulatorState>> = OnceLock::new();
+        S.get_or_init(|| {
+            emulator::EmulatorState::new(&EmulatorConfig::default(), &Scenario::demo()).unwrap()
+        })
+    }
+
+    const FIELDS: &[&str] = &[
+        "executionArn",
+        "stateMachineArn",
+        "mapRunArn",
+        "clientToken",
+        "nextToken",
+        "maxResults",
+        "statusFilter",
+        "redriveFilter",
+        "reverseOrder",
+        "includedData",
+        "resourceArn",
+        "name",
+        "input",
+        "definition",
+        "roleArn",
+        "type",
+        "tags",
+    ];
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,80}".prop_map(serde_json::Value::from),
+            "arn:aws:states:us-east-1:123456789012:(execution|stateMachine|mapRun|express):[a-z/:-]{0,40}"
+                .prop_map(serde_json::Value::from),
+            Just(serde_json::json!([{"key": 1}])),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn handle_request_is_total(
+            op in 0usize..12,
+            raw in proptest::collection::vec(any::<u8>(), 0..64),
+            fields in proptest::collection::vec((0usize..17, json_value()), 0..6),
+        ) {
+            let target = match emulator::OPERATIONS.get(op) {
+                Some(o) => format!("AWSStepFunctions.{o}"),
+                None => "AWSStepFunctions.Bogus".to_string(),
+            };
+            let (s, b) = emulator::handle_request(state(), &target, &raw);
+            prop_assert!(s == 200 || s == 400);
+            prop_assert!(serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+            let mut m = serde_json::Map::new();
+            for (k, v) in fields {
+                m.insert(FIELDS[k].to_string(), v);
+            }
+            let body = serde_json::to_vec(&serde_json::Value::Object(m)).unwrap();
+            let (s, b) = emulator::handle_request(state(), &target, &body);
+            prop_assert!(s == 200 || s == 400);
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            if s == 400 {
+                prop_assert!(v["__type"].is_string());
+            }
+        }
+    }
+}

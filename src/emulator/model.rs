@@ -31,6 +31,9 @@ pub(crate) const HISTORY_REDRIVE_LIMIT: u32 = 24_999;
 pub(crate) const TOKEN_TTL: Ms = 15 * MIN;
 pub(crate) const TOKENS_KEPT: usize = 10;
 pub(crate) const MAP_RUN_REDRIVE_LIMIT: u32 = 1000;
+/// Scenario limits (AWS caps history at 25,000 events).
+const MAX_HISTORY: u32 = 25_000;
+const MAX_SEEDED_REDRIVES: u32 = 4_000;
 
 /// Documented `redriveStatusReason` strings (api-facts §1.3).
 pub mod reasons {
@@ -485,6 +488,14 @@ impl Model {
                     sm.name
                 ));
             }
+            let limits = |name: &str, redrives: u32, history: Option<u32>| {
+                if redrives > MAX_SEEDED_REDRIVES || history.is_some_and(|h| h > MAX_HISTORY) {
+                    return Err(ScenarioError::Invalid(format!(
+                        "{name}: redriveCount must be <= {MAX_SEEDED_REDRIVES} and historyEvents <= {MAX_HISTORY}"
+                    )));
+                }
+                Ok(())
+            };
             let check_group = |sm_key: &str,
                                execs: &[ExecutionSpec],
                                gens: &[GenerateSpec]|
@@ -508,8 +519,10 @@ impl Model {
                 };
                 for e in execs {
                     add(e.name.clone())?;
+                    limits(&e.name, e.redrive_count, e.history_events)?;
                 }
                 for g in gens {
+                    limits(&g.name_prefix, g.redrive_count, g.history_events)?;
                     if g.count > 10_000_000 {
                         return Err(ScenarioError::Invalid("generate.count too large".into()));
                     }
@@ -719,7 +732,7 @@ impl Model {
         let end = if running { now.max(s.start) } else { s.stop };
         let last_start = match s.redrive_date {
             Some(r) if n > 0 => r.clamp(s.start, end),
-            _ if n > 0 => s.start + (end - s.start) * i64::from(n) / i64::from(n + 1),
+            _ if n > 0 => frac(s.start, end, n, n + 1),
             _ => s.start,
         };
         let prior_end: Arc<Outcome> = if first.status() != "SUCCEEDED" && !running {
@@ -754,7 +767,7 @@ impl Model {
             } else if k == n {
                 last_start
             } else {
-                s.start + (last_start - s.start) * i64::from(k) / i64::from(n)
+                frac(s.start, last_start, k, n)
             };
             let is_last = k == n;
             let events = if k == 0 {
@@ -774,7 +787,7 @@ impl Model {
                 let next_start = if k + 1 == n {
                     last_start
                 } else {
-                    s.start + (last_start - s.start) * i64::from(k + 1) / i64::from(n)
+                    frac(s.start, last_start, k + 1, n)
                 };
                 (Some(next_start.max(a_start)), Some(prior_end.clone()))
             };
@@ -1168,6 +1181,13 @@ struct SeedExec {
     redrive_date: Option<Ms>,
     history_events: Option<u32>,
     redrive_run_time: Option<Ms>,
+}
+
+/// `a + (b - a) * num / den` without overflow.
+fn frac(a: Ms, b: Ms, num: u32, den: u32) -> Ms {
+    let v =
+        i128::from(a) + (i128::from(b) - i128::from(a)) * i128::from(num) / i128::from(den.max(1));
+    v.clamp(i128::from(Ms::MIN), i128::from(Ms::MAX)) as Ms
 }
 
 pub(crate) fn gen_name(prefix: &str, i: u32) -> String {
