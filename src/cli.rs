@@ -50,7 +50,7 @@ pub enum Command {
     Crd,
     /// Show what each policy would redrive, and why the rest is skipped. Never redrives.
     Plan(PlanArgs),
-    /// Run the redrive loop on policies read from files (local mode).
+    /// Run the redrive loop: on RedrivePolicy objects in the cluster, or with -f on policy files.
     Run(RunArgs),
     /// Run a policy against the built-in Step Functions emulator and show what happens.
     Demo(DemoArgs),
@@ -129,22 +129,80 @@ pub struct PlanArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Policy files (YAML or JSON; several documents per file allowed).
+    /// Policy files (YAML or JSON; several documents per file allowed): local mode. Without
+    /// -f the operator watches RedrivePolicy objects in the cluster (in-cluster config or
+    /// KUBECONFIG).
     #[arg(
         short = 'f',
         long = "file",
-        required = true,
         env = "REDRIVE_POLICY_FILES",
         value_delimiter = ','
     )]
     pub files: Vec<PathBuf>,
 
-    /// Poll each policy once, print the totals and exit.
-    #[arg(long, env = "REDRIVE_ONCE")]
+    /// Local mode: poll each policy once, print the totals and exit.
+    #[arg(long, env = "REDRIVE_ONCE", requires = "files")]
     pub once: bool,
 
     #[command(flatten)]
     pub aws: AwsArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// In-cluster mode settings (ignored with -f).
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Watch only policies matching this label selector (e.g. `shard=a`), to split policies
+    /// between operator deployments.
+    #[arg(long, env = "REDRIVE_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Elect a leader through a Lease so that only one replica acts.
+    #[arg(long, env = "REDRIVE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the Lease.
+    #[arg(long, env = "REDRIVE_LEASE_NAME", default_value = "redrive-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease and in events (default: the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a lease stays valid without renewal; a standby takes over after it.
+    #[arg(long, env = "REDRIVE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How long before expiry the leader renews.
+    #[arg(long, env = "REDRIVE_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_grace: Duration,
+
+    /// Restrict the IAM roles a namespace may name: NAMESPACE=ROLE_ARN_GLOB, repeatable
+    /// (`*` for every namespace). Without any rule every role may be named.
+    #[arg(
+        long = "allowed-role",
+        env = "REDRIVE_ALLOWED_ROLES",
+        value_delimiter = ','
+    )]
+    pub allowed_roles: Vec<crate::tenancy::RoleRule>,
+
+    /// Refuse policies without stepFunctions.roleArn (they would act with the operator's identity).
+    #[arg(long, env = "REDRIVE_REQUIRE_ROLE")]
+    pub require_role: bool,
+
+    /// Policies reconciled at once.
+    #[arg(long, env = "REDRIVE_RECONCILE_CONCURRENCY", default_value_t = 8)]
+    pub reconcile_concurrency: u16,
 }
 
 #[derive(Args, Debug)]
@@ -294,6 +352,9 @@ impl PollObserver for RunPrinter {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    if args.files.is_empty() {
+        return run_in_cluster(args).await;
+    }
     let (policies, invalid) = load(&args.files);
     if policies.is_empty() {
         eprintln!("error: no valid policy to run");
@@ -320,6 +381,89 @@ async fn run(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Exit code of a replica that lost the lease while leading.
+pub const EXIT_LEADERSHIP_LOST: u8 = 3;
+
+async fn run_in_cluster(args: RunArgs) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot connect to Kubernetes (in-cluster config or KUBECONFIG): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = &args.cluster;
+    let identity = c.identity.clone().unwrap_or_else(default_identity);
+    let settings = crate::controller::ControllerSettings {
+        namespace: c.namespace.clone(),
+        label_selector: c.selector.clone(),
+        poll: args.aws.poll_settings(),
+        roles: crate::tenancy::RoleAllowlist {
+            rules: c.allowed_roles.clone(),
+            require_role: c.require_role,
+        },
+        instance: identity.clone(),
+        concurrency: c.reconcile_concurrency.max(1),
+        max_error_backoff: Duration::from_secs(300),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    let result = if c.leader_election {
+        let lease = crate::leader::LeaseSettings {
+            name: c.lease_name.clone(),
+            namespace: c.lease_namespace.clone().unwrap_or_else(pod_namespace),
+            identity,
+            duration: c.lease_duration,
+            grace: c.lease_grace,
+        };
+        let work_client = client.clone();
+        crate::leader::run_as_leader(
+            client,
+            lease,
+            stop_rx,
+            |_| {},
+            move |graceful| crate::controller::run(work_client, settings, graceful),
+        )
+        .await
+        .map(|outcome| outcome == crate::leader::LeaderOutcome::LeadershipLost)
+    } else {
+        let mut stop = stop_rx.clone();
+        crate::controller::run(client, settings, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map(|()| false)
+    };
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(EXIT_LEADERSHIP_LOST),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "redrive-operator".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// The pod's namespace from the service account mount, else `default`.
+fn pod_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
 }
 
 /// SIGINT or SIGTERM.

@@ -21,3 +21,6 @@ pub mod policy_file;
 pub mod reconcile;
 pub mod target;
 pub mod telemetry;
+pub mod tenancy;
+pub mod controller;
+pub mod leader;

@@ -1,0 +1,590 @@
+//! In-cluster mode: a kube-runtime Controller on RedrivePolicy objects.
+//!
+//! Each policy is polled on its own pollInterval (requeue); a spec change (a new generation)
+//! triggers an immediate poll; any other wake-up before the next poll is due, such as our own
+//! status write, is answered without an AWS call. Polls run the same [`reconcile::poll`] as local
+//! mode. Status is written with server-side apply under one field manager; events go through one
+//! shared Recorder.
+
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::crd::{RedrivePolicy, RedrivePolicyStatus};
+use crate::engine::{Decision, Reason};
+use crate::policy::Policy;
+use crate::reconcile::{self, PolicyState, PollReport, PollSettings};
+use crate::target::{ErrorCategory, RedriveOutcome};
+use crate::tenancy::RoleAllowlist;
+
+/// Field manager of every status write.
+pub const FIELD_MANAGER: &str = "redrive-operator";
+/// `reportingController` of events.
+pub const REPORTING_CONTROLLER: &str = "redrive.dev/redrive-operator";
+
+/// Settings of the in-cluster controller.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Watch only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// Watch only policies with these labels (sharding).
+    pub label_selector: Option<String>,
+    pub poll: PollSettings,
+    pub roles: RoleAllowlist,
+    /// Reporting instance of events (the pod name).
+    pub instance: String,
+    /// Policies reconciled at once.
+    pub concurrency: u16,
+    /// Upper bound of the per-policy error backoff.
+    pub max_error_backoff: Duration,
+}
+
+/// Errors of a reconcile that are not about the policy itself (they are retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("writing status of {policy}: {source}")]
+    Status { policy: String, source: kube::Error },
+}
+
+impl ControllerError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            ControllerError::Status { .. } => "kube_api",
+        }
+    }
+}
+
+/// Per-policy memory, keyed by the object's uid (a deleted and re-created policy starts afresh).
+#[derive(Default)]
+struct Entry {
+    state: Mutex<PolicyState>,
+    schedule: Mutex<Schedule>,
+}
+
+#[derive(Default)]
+struct Schedule {
+    generation: Option<i64>,
+    next_poll: Option<Timestamp>,
+    failures: u32,
+    /// Executions already announced as exhausted (Exhausted event once per execution).
+    exhausted: HashSet<(String, u32)>,
+}
+
+/// Shared by every reconcile.
+pub struct Ctx {
+    client: Client,
+    recorder: Recorder,
+    polls: Arc<reconcile::Context>,
+    settings: ControllerSettings,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    resource: ApiResource,
+}
+
+impl Ctx {
+    pub fn new(client: Client, settings: ControllerSettings) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTING_CONTROLLER.into(),
+                instance: Some(settings.instance.clone()),
+            },
+        );
+        Self {
+            polls: Arc::new(reconcile::Context::new(settings.poll.clone())),
+            client,
+            recorder,
+            settings,
+            entries: Mutex::new(HashMap::new()),
+            resource: ApiResource::erase::<RedrivePolicy>(&()),
+        }
+    }
+
+    /// The AWS call counter shared by all policies.
+    pub fn calls(&self) -> &crate::aws::CallCounter {
+        &self.polls.calls
+    }
+
+    fn entry(&self, uid: &str) -> Arc<Entry> {
+        self.entries
+            .lock()
+            .expect("entries lock")
+            .entry(uid.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_except(&self, live: &HashSet<String>) {
+        self.entries
+            .lock()
+            .expect("entries lock")
+            .retain(|uid, _| live.contains(uid));
+    }
+
+    /// Write status with server-side apply, unless it is unchanged.
+    async fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        old: Option<&RedrivePolicyStatus>,
+        new: &RedrivePolicyStatus,
+    ) -> Result<(), ControllerError> {
+        if old == Some(new) {
+            return Ok(());
+        }
+        // Dynamic API: the status of an object that no longer deserializes can still be written.
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &self.resource);
+        let patch = serde_json::json!({
+            "apiVersion": RedrivePolicy::api_version(&()),
+            "kind": RedrivePolicy::kind(&()),
+            "status": new,
+        });
+        api.patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| ControllerError::Status {
+            policy: format!("{namespace}/{name}"),
+            source,
+        })
+    }
+
+    async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let note: String = note.chars().take(1000).collect();
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            warn!(reason, error = %e, "cannot publish event");
+        }
+    }
+}
+
+fn object_reference(meta: &kube::api::ObjectMeta) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(RedrivePolicy::api_version(&()).into_owned()),
+        kind: Some(RedrivePolicy::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    at.duration_since(now)
+        .unsigned_abs()
+        .max(Duration::from_secs(1))
+}
+
+/// Per-policy exponential backoff after failures: 5 s doubling, capped.
+fn error_backoff(failures: u32, cap: Duration) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap)
+}
+
+/// Reconcile one policy.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<RedrivePolicy>>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, ControllerError> {
+    let now = Timestamp::now();
+    let obj = match &guard.0 {
+        Ok(obj) => obj,
+        Err(invalid) => {
+            // The object does not even match the Rust types (e.g. written before a schema
+            // change): report it and wait for an edit instead of stalling the watch.
+            let meta = &invalid.metadata;
+            let (ns, name) = (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            let message = format!("the object cannot be read: {}", invalid.error);
+            warn!(policy = %format!("{ns}/{name}"), error = %invalid.error, "invalid RedrivePolicy object");
+            let status = status::invalid_status(None, meta.generation, &message, now);
+            ctx.write_status(&ns, &name, None, &status).await?;
+            ctx.event(
+                &object_reference(meta),
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                message,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let uid = obj.uid().unwrap_or_else(|| format!("{ns}/{name}"));
+    let generation = obj.metadata.generation;
+    let old = obj.status.as_ref();
+    let reference = obj.object_ref(&());
+    let entry = ctx.entry(&uid);
+
+    let policy = match Policy::from_resource(obj) {
+        Ok(p) => p,
+        Err(e) => {
+            let message = e.to_string();
+            let changed = entry.schedule.lock().expect("schedule lock").generation != generation;
+            ctx.write_status(
+                &ns,
+                &name,
+                old,
+                &status::invalid_status(old, generation, &message, now),
+            )
+            .await?;
+            if changed || old.is_none_or(|s| s.observed_generation != generation) {
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    message,
+                )
+                .await;
+            }
+            entry.schedule.lock().expect("schedule lock").generation = generation;
+            return Ok(Action::await_change());
+        }
+    };
+
+    if let Err(message) = ctx.settings.roles.check(&ns, policy.role_arn.as_deref()) {
+        let status = status::denied_status(old, generation, "RoleNotAllowed", &message, now);
+        let first_time = old.is_none_or(|s| s != &status);
+        ctx.write_status(&ns, &name, old, &status).await?;
+        if first_time {
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                "AccessDenied",
+                "AssumeRole",
+                message,
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    if policy.suspend {
+        let mut status = old.cloned().unwrap_or_default();
+        status.observed_generation = generation;
+        status.next_poll = None;
+        status::set_condition(
+            &mut status.conditions,
+            status::SUSPENDED,
+            true,
+            "Suspended",
+            "spec.suspend is true: no AWS calls are made",
+            generation,
+            now,
+        );
+        status::set_condition(
+            &mut status.conditions,
+            status::READY,
+            true,
+            "Suspended",
+            "suspended",
+            generation,
+            now,
+        );
+        ctx.write_status(&ns, &name, old, &status).await?;
+        let mut sched = entry.schedule.lock().expect("schedule lock");
+        sched.generation = generation;
+        sched.next_poll = None;
+        return Ok(Action::await_change());
+    }
+
+    // Woken before the next poll is due and the spec did not change (e.g. by our own status
+    // write): nothing to do.
+    {
+        let sched = entry.schedule.lock().expect("schedule lock");
+        if sched.generation == generation
+            && let Some(next) = sched.next_poll
+            && next > now
+        {
+            return Ok(Action::requeue(until(now, next)));
+        }
+    }
+
+    let target = ctx.polls.stepfunctions(&policy).await;
+    let result = reconcile::poll(
+        target.as_ref(),
+        &policy,
+        &entry.state,
+        ctx.polls.settings.concurrency,
+        Timestamp::now,
+    )
+    .await;
+    match result {
+        Ok(report) => {
+            let status = status::polled_status(old, generation, false, &report);
+            ctx.write_status(&ns, &name, old, &status).await?;
+            let newly_exhausted = {
+                let mut sched = entry.schedule.lock().expect("schedule lock");
+                sched.generation = generation;
+                sched.next_poll = Some(report.next_poll);
+                sched.failures = 0;
+                let exhausted: HashSet<(String, u32)> = report
+                    .plan
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.decision,
+                            Decision::Skip {
+                                reason: Reason::MaxRedrivesReached
+                            }
+                        )
+                    })
+                    .map(|e| (e.candidate.id.clone(), e.candidate.redrive_count))
+                    .collect();
+                let new: Vec<(String, u32)> =
+                    exhausted.difference(&sched.exhausted).cloned().collect();
+                // Only what is still listed is remembered: bounded by the policy's window.
+                sched.exhausted = exhausted;
+                new
+            };
+            publish_poll_events(&ctx, &reference, &policy, &report, &newly_exhausted).await;
+            Ok(Action::requeue(until(Timestamp::now(), report.next_poll)))
+        }
+        Err(e) => {
+            let failures = {
+                let mut sched = entry.schedule.lock().expect("schedule lock");
+                sched.failures += 1;
+                sched.generation = generation;
+                sched.next_poll = None;
+                sched.failures
+            };
+            let reason = status::reason_of_category(e.category().as_str());
+            let message = e.to_string();
+            warn!(policy = %policy.id, category = e.category().as_str(), error = %message, "poll failed");
+            let status = status::failed_status(old, generation, false, &reason, &message, now);
+            ctx.write_status(&ns, &name, old, &status).await?;
+            let event_reason = match e.category() {
+                ErrorCategory::AccessDenied | ErrorCategory::Credentials => "AccessDenied",
+                _ => "PollFailed",
+            };
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                event_reason,
+                "Poll",
+                message,
+            )
+            .await;
+            Ok(Action::requeue(error_backoff(
+                failures,
+                ctx.settings.max_error_backoff.max(policy.poll_interval),
+            )))
+        }
+    }
+}
+
+/// A few names for an event note: "a, b, c and 12 more".
+fn sample(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let short: Vec<&str> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| crate::output::short_name(n))
+        .collect();
+    if names.len() > SHOWN {
+        format!("{} and {} more", short.join(", "), names.len() - SHOWN)
+    } else {
+        short.join(", ")
+    }
+}
+
+async fn publish_poll_events(
+    ctx: &Ctx,
+    reference: &ObjectReference,
+    policy: &Policy,
+    report: &PollReport,
+    newly_exhausted: &[(String, u32)],
+) {
+    let redriven: Vec<String> = report
+        .actions
+        .iter()
+        .filter(|a| matches!(a.result, Ok(RedriveOutcome::Redriven { .. })))
+        .map(|a| a.execution.clone())
+        .collect();
+    if !redriven.is_empty() {
+        let note = format!(
+            "redrove {} execution(s): {}",
+            redriven.len(),
+            sample(&redriven)
+        );
+        ctx.event(reference, EventType::Normal, "Redriven", "Redrive", note)
+            .await;
+    }
+    let failed: Vec<String> = report
+        .actions
+        .iter()
+        .filter_map(|a| {
+            a.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", crate::output::short_name(&a.execution)))
+        })
+        .collect();
+    if !failed.is_empty() {
+        let note = format!("{} redrive(s) failed; first: {}", failed.len(), failed[0]);
+        ctx.event(
+            reference,
+            EventType::Warning,
+            "RedriveFailed",
+            "Redrive",
+            note,
+        )
+        .await;
+    }
+    if !newly_exhausted.is_empty() {
+        let names: Vec<String> = newly_exhausted.iter().map(|(id, _)| id.clone()).collect();
+        let note = format!(
+            "{} execution(s) reached maxRedrives={}: {}",
+            names.len(),
+            policy.max_redrives,
+            sample(&names)
+        );
+        ctx.event(reference, EventType::Warning, "Exhausted", "Redrive", note)
+            .await;
+    }
+    let denied: Vec<String> = report
+        .errors()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.category,
+                ErrorCategory::AccessDenied | ErrorCategory::Credentials
+            )
+        })
+        .map(|e| e.to_string())
+        .collect();
+    if let Some(first) = denied.first() {
+        ctx.event(
+            reference,
+            EventType::Warning,
+            "AccessDenied",
+            "Poll",
+            format!("{} call(s) denied; first: {first}", denied.len()),
+        )
+        .await;
+    }
+}
+
+/// Errors writing status: log and retry with backoff.
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<RedrivePolicy>>,
+    error: &ControllerError,
+    ctx: Arc<Ctx>,
+) -> Action {
+    let uid = match &guard.0 {
+        Ok(o) => o.uid(),
+        Err(i) => i.metadata.uid.clone(),
+    }
+    .unwrap_or_default();
+    let entry = ctx.entry(&uid);
+    let failures = {
+        let mut sched = entry.schedule.lock().expect("schedule lock");
+        sched.failures += 1;
+        // Force a real poll next time.
+        sched.next_poll = None;
+        sched.failures
+    };
+    warn!(error = %error, category = error.category(), "reconcile failed");
+    Action::requeue(error_backoff(failures, ctx.settings.max_error_backoff))
+}
+
+/// Fails with a clear message when the CRD is not installed or not readable.
+pub async fn probe(api: &Api<DeserializeGuard<RedrivePolicy>>) -> Result<(), String> {
+    api.list(&ListParams::default().limit(1)).await.map(|_| ()).map_err(|e| {
+        format!(
+            "cannot list redrivepolicies.redrive.dev ({e}); is the CRD installed (kubectl apply --server-side -f crds/) and may this identity list it?"
+        )
+    })
+}
+
+/// Run the controller until `shutdown` resolves. In-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    settings: ControllerSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), String> {
+    let api: Api<DeserializeGuard<RedrivePolicy>> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe(&api).await?;
+    let mut wc = watcher::Config::default().any_semantic();
+    if let Some(sel) = &settings.label_selector {
+        wc = wc.labels(sel);
+    }
+    let concurrency = settings.concurrency;
+    let ctx = Arc::new(Ctx::new(client, settings));
+    let controller =
+        Controller::new(api, wc).with_config(ControllerConfig::default().concurrency(concurrency));
+    let store = controller.store();
+    let prune_ctx = ctx.clone();
+    // Forget the memory of deleted policies (the controller has no delete hook without a finalizer).
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let live: HashSet<String> = store
+                .state()
+                .iter()
+                .filter_map(|g| match &g.0 {
+                    Ok(o) => o.uid(),
+                    Err(i) => i.metadata.uid.clone(),
+                })
+                .collect();
+            prune_ctx.forget_except(&live);
+        }
+    });
+    info!("controller started");
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                match e {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    other => warn!(error = %other, "controller event"),
+                }
+            }
+        })
+        .await;
+    pruner.abort();
+    info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Pure status computation: conditions, counts and the bounded recent list.
+//!
+//! Deterministic on purpose: the same poll on the same old status gives the same status, and a
+//! condition's `lastTransitionTime` moves only when its status flips, so the operator's own
+//! status writes do not look like changes (design.md invariant 5).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::crd::{Condition, RecentRedrive, RedrivePolicyStatus, StatusCounts};
+use crate::engine::{Decision, Reason};
+use crate::reconcile::{PollReport, RECENT_LIMIT};
+use crate::target::{RedriveOutcome, WorkflowIssue};
+
+pub const READY: &str = "Ready";
+pub const SUSPENDED: &str = "Suspended";
+pub const DEGRADED: &str = "Degraded";
+
+/// Set (or add) a condition; keep `lastTransitionTime` unless the status flips.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let message: String = message.chars().take(1024).collect();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = status;
+            c.reason = reason.to_string();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+            last_transition_time: now.to_string(),
+            observed_generation: generation,
+        }),
+    }
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// Status of a policy whose spec is invalid (or whose object cannot even be read).
+pub fn invalid_status(
+    old: Option<&RedrivePolicyStatus>,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> RedrivePolicyStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "InvalidSpec",
+        message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        DEGRADED,
+        true,
+        "InvalidSpec",
+        message,
+        generation,
+        now,
+    );
+    status
+}
+
+/// Status of a policy that may not run (e.g. its role is not allowed for its namespace).
+pub fn denied_status(
+    old: Option<&RedrivePolicyStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> RedrivePolicyStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        DEGRADED,
+        true,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status
+}
+
+/// Status of a policy whose whole poll failed (e.g. ListStateMachines denied).
+pub fn failed_status(
+    old: Option<&RedrivePolicyStatus>,
+    generation: Option<i64>,
+    suspended: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> RedrivePolicyStatus {
+    let mut status = denied_status(old, generation, reason, message, now);
+    set_condition(
+        &mut status.conditions,
+        SUSPENDED,
+        suspended,
+        if suspended { "Suspended" } else { "Active" },
+        "",
+        generation,
+        now,
+    );
+    status
+}
+
+/// CamelCase condition reason for an error category (`access_denied` → `AccessDenied`).
+pub fn reason_of_category(category: &str) -> String {
+    category
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Status after a completed poll.
+pub fn polled_status(
+    old: Option<&RedrivePolicyStatus>,
+    generation: Option<i64>,
+    suspended: bool,
+    report: &PollReport,
+) -> RedrivePolicyStatus {
+    let now = report.finished;
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.last_poll = Some(report.finished.to_string());
+    status.next_poll = Some(report.next_poll.to_string());
+    status.state_machines = u32::try_from(report.workflows.len()).unwrap_or(u32::MAX);
+
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut waiting, mut exhausted) = (0, 0);
+    for e in &report.plan.entries {
+        *by_reason.entry(e.decision.code().to_string()).or_insert(0) += 1;
+        match &e.decision {
+            Decision::Wait { .. } => waiting += 1,
+            Decision::Skip {
+                reason: Reason::MaxRedrivesReached,
+            } => exhausted += 1,
+            _ => {}
+        }
+    }
+    for (_, issue) in &report.issues {
+        if let WorkflowIssue::Skipped(r) = issue {
+            *by_reason.entry(r.code().to_string()).or_insert(0) += 1;
+        }
+    }
+    let redriven_now = report
+        .actions
+        .iter()
+        .filter(|a| matches!(a.result, Ok(RedriveOutcome::Redriven { .. })))
+        .count() as u64;
+    status.counts = StatusCounts {
+        redriven: status.counts.redriven.saturating_add(redriven_now),
+        waiting,
+        exhausted,
+        by_reason,
+    };
+
+    let mut recent: Vec<RecentRedrive> = report
+        .actions
+        .iter()
+        .map(|a| RecentRedrive {
+            execution_arn: a.execution.clone(),
+            redrive_count: a.redrive_count,
+            at: a.at.to_string(),
+            outcome: a.outcome_code().to_string(),
+        })
+        .collect();
+    // Newest first, deterministic among equal times.
+    recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.execution_arn.cmp(&b.execution_arn)));
+    recent.extend(status.recent.drain(..));
+    recent.truncate(RECENT_LIMIT);
+    status.recent = recent;
+
+    let errors = report.errors();
+    set_condition(
+        &mut status.conditions,
+        SUSPENDED,
+        suspended,
+        if suspended { "Suspended" } else { "Active" },
+        if suspended {
+            "spec.suspend is true: no AWS calls are made"
+        } else {
+            ""
+        },
+        generation,
+        now,
+    );
+    match errors.first() {
+        None => {
+            let msg = format!(
+                "{} state machines polled; {} redriven this poll",
+                report.workflows.len(),
+                redriven_now
+            );
+            set_condition(
+                &mut status.conditions,
+                READY,
+                true,
+                "Polled",
+                &msg,
+                generation,
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                DEGRADED,
+                false,
+                "NoErrors",
+                "",
+                generation,
+                now,
+            );
+        }
+        Some(first) => {
+            let reason = reason_of_category(first.category.as_str());
+            let msg = format!("{} error(s) in the last poll; first: {first}", errors.len());
+            // Ready stays true when the poll ran and only some calls failed: the policy works.
+            set_condition(
+                &mut status.conditions,
+                READY,
+                true,
+                "PolledWithErrors",
+                &msg,
+                generation,
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                DEGRADED,
+                true,
+                &reason,
+                &msg,
+                generation,
+                now,
+            );
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_flips() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let mut c = Vec::new();
+        set_condition(&mut c, READY, true, "Polled", "a", Some(1), t0);
+        set_condition(&mut c, READY, true, "Polled", "b", Some(1), t1);
+        assert_eq!(c[0].last_transition_time, t0.to_string());
+        assert_eq!(c[0].message, "b");
+        set_condition(&mut c, READY, false, "InvalidSpec", "x", Some(2), t1);
+        assert_eq!(c[0].last_transition_time, t1.to_string());
+        assert_eq!(c[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn category_reasons_are_camel_case() {
+        assert_eq!(reason_of_category("access_denied"), "AccessDenied");
+        assert_eq!(reason_of_category("throttled"), "Throttled");
+    }
+}
