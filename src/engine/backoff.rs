@@ -10,8 +10,14 @@ use crate::policy::BackoffPolicy;
 /// on `(execution_id, redrive_count)`, so every replica computes the same wait.
 pub fn backoff_delay(policy: &BackoffPolicy, execution_id: &str, redrive_count: u32) -> Duration {
     let exponent = i32::try_from(redrive_count).unwrap_or(i32::MAX);
-    let base =
-        (policy.initial.as_secs_f64() * policy.factor.powi(exponent)).min(policy.max.as_secs_f64());
+    let grown = policy.initial.as_secs_f64() * policy.factor.powi(exponent);
+    // `initial` 0s with an overflowing `factor^redrive_count` is 0 * inf = NaN, and NaN.min(max)
+    // would be `max`: a zero initial wait stays zero.
+    let base = if policy.initial.is_zero() {
+        0.0
+    } else {
+        grown.min(policy.max.as_secs_f64())
+    };
     let spread = policy.jitter * (2.0 * unit_hash(execution_id, redrive_count) - 1.0);
     let secs = (base * (1.0 + spread)).max(0.0);
     // `base` is finite (capped by `max`), so this cannot overflow.

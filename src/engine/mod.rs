@@ -235,7 +235,8 @@ fn error_filters(c: &Candidate, policy: &Policy, now: Timestamp) -> Result<(), D
 }
 
 /// Decide for every candidate. Eligible candidates are ordered oldest stop first (closest to the
-/// redrive deadline), and budgets are applied in that order.
+/// redrive deadline), and budgets are applied in that order. A repeated (id, redrive_count) is
+/// planned once, from its first listing.
 pub fn plan(
     candidates: &[Candidate],
     policy: &Policy,
@@ -245,7 +246,13 @@ pub fn plan(
 ) -> Plan {
     let mut eligible = Vec::new();
     let mut entries = Vec::with_capacity(candidates.len());
+    let mut seen = std::collections::HashSet::new();
     for c in candidates {
+        // Paging newest-first while new failures arrive can list a run twice: one decision, one
+        // redrive and one share of the budget per (run, observed redrive count).
+        if !seen.insert((c.id.as_str(), c.redrive_count)) {
+            continue;
+        }
         let token = client_token(&c.id, c.redrive_count);
         match list_level(c, policy, now, limits).and_then(|()| error_filters(c, policy, now)) {
             Ok(()) => eligible.push((c, token)),
@@ -277,8 +284,10 @@ pub fn plan(
                 reason: Reason::BudgetExhausted,
             }
         } else if rate_left == Some(0) {
+            // A stale `rate_next_at` (not after now) must not make a wait that is already over.
             let until = budget
                 .rate_next_at
+                .filter(|t| *t > now)
                 .unwrap_or_else(|| plus(now, policy.poll_interval));
             Decision::Wait {
                 until,
