@@ -5,16 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+use crate::metrics::Metrics;
 
 /// Operator-wide AWS settings (flags of `run`, `plan`, ...).
 #[derive(Clone, Debug)]
@@ -65,12 +69,26 @@ impl AttemptResult {
 #[derive(Clone, Debug, Default)]
 pub struct CallCounter {
     inner: Arc<Mutex<BTreeMap<(String, AttemptResult), u64>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl CallCounter {
-    pub fn record(&self, api: &str, result: AttemptResult) {
-        let mut map = self.inner.lock().expect("call counter lock");
-        *map.entry((api.to_string(), result)).or_insert(0) += 1;
+    /// A counter that also feeds the Prometheus metrics.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Arc::default(),
+            metrics: Some(metrics),
+        }
+    }
+
+    pub fn record(&self, api: &str, result: AttemptResult, elapsed: Option<Duration>) {
+        {
+            let mut map = self.inner.lock().expect("call counter lock");
+            *map.entry((api.to_string(), result)).or_insert(0) += 1;
+        }
+        if let Some(m) = &self.metrics {
+            m.record_aws("stepfunctions", api, result.as_str(), elapsed);
+        }
     }
 
     /// A copy of the counts.
@@ -102,9 +120,28 @@ impl CallCounter {
 #[derive(Debug)]
 struct CountingInterceptor(CallCounter);
 
+/// When the current attempt started (for latency).
+#[derive(Clone, Copy, Debug)]
+struct AttemptStart(Instant);
+
+impl Storable for AttemptStart {
+    type Storer = StoreReplace<Self>;
+}
+
 impl Intercept for CountingInterceptor {
     fn name(&self) -> &'static str {
         "redrive-operator-call-counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(AttemptStart(Instant::now()));
+        Ok(())
     }
 
     fn read_after_attempt(
@@ -132,7 +169,8 @@ impl Intercept for CountingInterceptor {
                 }
             }
         };
-        self.0.record(&api, result);
+        let elapsed = cfg.load::<AttemptStart>().map(|s| s.0.elapsed());
+        self.0.record(&api, result, elapsed);
         Ok(())
     }
 }

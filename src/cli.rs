@@ -148,7 +148,44 @@ pub struct RunArgs {
     pub aws: AwsArgs,
 
     #[command(flatten)]
+    pub admin: AdminArgs,
+
+    #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Admin server settings.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// Address of the admin server (/metrics, /livez, /readyz); `off` disables it.
+    #[arg(long, env = "REDRIVE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: String,
+
+    /// /livez fails when a poll or the Kubernetes API heartbeat is late by more than this many
+    /// of its intervals.
+    #[arg(long, env = "REDRIVE_LIVENESS_STALE_FACTOR", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub liveness_stale_factor: u32,
+}
+
+impl AdminArgs {
+    /// Start the admin server unless disabled.
+    async fn start(
+        &self,
+        metrics: Arc<crate::metrics::Metrics>,
+        health: Arc<crate::admin::Health>,
+    ) -> Result<(), String> {
+        if self.admin_addr == "off" {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr = self
+            .admin_addr
+            .parse()
+            .map_err(|e| format!("--admin-addr {:?}: {e}", self.admin_addr))?;
+        crate::admin::spawn(addr, metrics, health)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the admin server on {addr}: {e}"))
+    }
 }
 
 /// In-cluster mode settings (ignored with -f).
@@ -203,6 +240,10 @@ pub struct ClusterArgs {
     /// Policies reconciled at once.
     #[arg(long, env = "REDRIVE_RECONCILE_CONCURRENCY", default_value_t = 8)]
     pub reconcile_concurrency: u16,
+
+    /// How often the Kubernetes API is probed for /livez.
+    #[arg(long, env = "REDRIVE_KUBE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub kube_heartbeat: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -360,7 +401,19 @@ async fn run(args: RunArgs) -> ExitCode {
         eprintln!("error: no valid policy to run");
         return ExitCode::FAILURE;
     }
-    let ctx = Arc::new(Context::new(args.aws.poll_settings()));
+    let (metrics, health) = observability(&args.admin);
+    if let Err(e) = args.admin.start(metrics.clone(), health.clone()).await {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    health.set_ready(true);
+    // Local mode always acts: it is its own leader.
+    metrics.leader.set(1);
+    let ctx = Arc::new(Context::with_observability(
+        args.aws.poll_settings(),
+        metrics,
+        health,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -395,11 +448,26 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
         }
     };
     let c = &args.cluster;
+    let (metrics, health) = observability(&args.admin);
+    if let Err(e) = args.admin.start(metrics.clone(), health.clone()).await {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    spawn_kube_heartbeat(
+        client.clone(),
+        c.namespace.clone(),
+        c.kube_heartbeat,
+        health.clone(),
+    );
+    let polls = Arc::new(Context::with_observability(
+        args.aws.poll_settings(),
+        metrics.clone(),
+        health,
+    ));
     let identity = c.identity.clone().unwrap_or_else(default_identity);
     let settings = crate::controller::ControllerSettings {
         namespace: c.namespace.clone(),
         label_selector: c.selector.clone(),
-        poll: args.aws.poll_settings(),
         roles: crate::tenancy::RoleAllowlist {
             rules: c.allowed_roles.clone(),
             require_role: c.require_role,
@@ -423,18 +491,22 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
             grace: c.lease_grace,
         };
         let work_client = client.clone();
+        let gauge = metrics.clone();
         crate::leader::run_as_leader(
             client,
             lease,
             stop_rx,
-            |_| {},
-            move |graceful| crate::controller::run(work_client, settings, graceful),
+            move |leader| {
+                gauge.leader.set(i64::from(leader));
+            },
+            move |graceful| crate::controller::run(work_client, settings, polls, graceful),
         )
         .await
         .map(|outcome| outcome == crate::leader::LeaderOutcome::LeadershipLost)
     } else {
         let mut stop = stop_rx.clone();
-        crate::controller::run(client, settings, async move {
+        metrics.leader.set(1);
+        crate::controller::run(client, settings, polls, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
@@ -448,6 +520,45 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn observability(admin: &AdminArgs) -> (Arc<crate::metrics::Metrics>, Arc<crate::admin::Health>) {
+    (
+        Arc::new(crate::metrics::Metrics::new()),
+        Arc::new(crate::admin::Health::new(admin.liveness_stale_factor)),
+    )
+}
+
+/// Probe the Kubernetes API (a one-item list of policies) every `interval`: /livez fails when it
+/// stops answering, /readyz turns true after the first answer (the initial list).
+fn spawn_kube_heartbeat(
+    client: kube::Client,
+    namespace: Option<String>,
+    interval: Duration,
+    health: Arc<crate::admin::Health>,
+) {
+    use kube::api::{Api, ListParams};
+    let api: Api<kube::api::PartialObjectMeta<crate::crd::RedrivePolicy>> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match tokio::time::timeout(interval, api.list_metadata(&ListParams::default().limit(1)))
+                .await
+            {
+                Ok(Ok(_)) => {
+                    health.kube_ok(interval);
+                    health.set_ready(true);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "Kubernetes API heartbeat failed"),
+                Err(_) => tracing::warn!("Kubernetes API heartbeat timed out"),
+            }
+        }
+    });
 }
 
 fn default_identity() -> String {

@@ -9,6 +9,7 @@
 //! - [`emulator`]: the Step Functions emulator used by tests and `demo`.
 
 pub mod aws;
+pub mod bench;
 pub mod cli;
 pub mod crd;
 pub mod demo;
@@ -24,3 +25,5 @@ pub mod telemetry;
 pub mod tenancy;
 pub mod controller;
 pub mod leader;
+pub mod metrics;
+pub mod admin;

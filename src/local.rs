@@ -68,6 +68,7 @@ pub async fn run(
             let mut failures = 0u32;
             loop {
                 let target = ctx.stepfunctions(&policy).await;
+                let started = std::time::Instant::now();
                 let result = poll(target.as_ref(), &policy, &state, ctx.settings.concurrency, Timestamp::now).await;
                 totals.polls += 1;
                 let wait = match &result {
@@ -84,6 +85,7 @@ pub async fn run(
                         error_backoff(&policy, failures)
                     }
                 };
+                ctx.observe_poll(&policy, &result, started.elapsed(), wait);
                 observer.observe(&policy, &result, &state.lock().expect("policy state lock"));
                 if once {
                     break;

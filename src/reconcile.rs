@@ -11,8 +11,10 @@ use futures::{StreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
+use crate::admin::Health;
 use crate::aws::{AwsSettings, CallCounter, sdk_config, sfn_client};
 use crate::engine::{self, BudgetState, Candidate, Details, Plan, RateBucket};
+use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyId};
 use crate::target::stepfunctions::StepFunctions;
 use crate::target::{ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
@@ -48,15 +50,55 @@ type TargetKey = (String, Option<String>, String);
 pub struct Context {
     pub settings: PollSettings,
     pub calls: CallCounter,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     targets: tokio::sync::Mutex<HashMap<TargetKey, Arc<StepFunctions>>>,
 }
 
 impl Context {
     pub fn new(settings: PollSettings) -> Self {
+        Self::with_observability(settings, Arc::new(Metrics::new()), Arc::new(Health::new(5)))
+    }
+
+    /// A context whose polls and AWS calls feed `metrics` and `health` (the admin server's).
+    pub fn with_observability(
+        settings: PollSettings,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
         Self {
             settings,
-            calls: CallCounter::default(),
+            calls: CallCounter::with_metrics(metrics.clone()),
+            metrics,
+            health,
             targets: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Record a finished poll (metrics, liveness schedule).
+    pub fn observe_poll(
+        &self,
+        policy: &Policy,
+        result: &Result<PollReport, PollError>,
+        took: Duration,
+        retry_in: Duration,
+    ) {
+        match result {
+            Ok(report) => {
+                self.metrics.record_poll("stepfunctions", report, took);
+                if policy.suspend {
+                    self.health.forget(&policy.id);
+                } else {
+                    self.health
+                        .poll_scheduled(&policy.id, retry_in, policy.poll_interval);
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .record_failed_poll(&policy.id, e.category().as_str(), took);
+                self.health
+                    .poll_scheduled(&policy.id, retry_in, policy.poll_interval);
+            }
         }
     }
 
@@ -139,6 +181,9 @@ pub struct PolicyState {
     pub redriven_total: u64,
     pub recent: VecDeque<Action>,
     pub polls: u64,
+    /// (execution, redriveCount) already reported as exhausted; pruned to the last poll's
+    /// candidates, so it stays bounded.
+    exhausted: std::collections::HashSet<(String, u32)>,
 }
 
 impl PolicyState {
@@ -173,6 +218,8 @@ pub struct PollReport {
     pub budget_error: Option<TargetError>,
     pub plan: Plan,
     pub actions: Vec<Action>,
+    /// Executions that reached maxRedrives and were not reported so by an earlier poll.
+    pub newly_exhausted: Vec<(String, u32)>,
     pub next_poll: Timestamp,
 }
 
@@ -188,6 +235,7 @@ impl PollReport {
             budget_error: None,
             plan: Plan::default(),
             actions: Vec::new(),
+            newly_exhausted: Vec::new(),
             next_poll: now + signed(policy.poll_interval),
         }
     }
@@ -356,6 +404,23 @@ pub async fn poll<T: Target>(
             st.recent.push_front(a.clone());
         }
         st.recent.truncate(RECENT_LIMIT);
+        let exhausted: std::collections::HashSet<(String, u32)> = plan
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.decision,
+                    engine::Decision::Skip {
+                        reason: engine::Reason::MaxRedrivesReached
+                    }
+                )
+            })
+            .map(|e| (e.candidate.id.clone(), e.candidate.redrive_count))
+            .collect();
+        let mut newly: Vec<(String, u32)> = exhausted.difference(&st.exhausted).cloned().collect();
+        newly.sort();
+        report.newly_exhausted = newly;
+        st.exhausted = exhausted;
     }
 
     report.plan = plan;

@@ -135,7 +135,7 @@ async fn the_api_server_rejects_invalid_policies_with_the_crd_messages() {
         (
             "unknown field",
             json!({"maxRedrive": 3}),
-            "unknown field \"spec.maxRedrive\"",
+            ".spec.maxRedrive: field not declared in schema",
         ),
         (
             "poll interval too short",
@@ -230,7 +230,13 @@ async fn a_policy_is_reconciled_and_follows_edits_suspend_dry_run_and_deletion()
         "op-1",
         &c.kubeconfig_path,
         dir.path(),
-        &["--endpoint-url", &emu.endpoint, "--leader-election=false"],
+        &[
+            "--endpoint-url",
+            &emu.endpoint,
+            "--leader-election=false",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
     );
     let diag = || {
         format!(
@@ -473,7 +479,13 @@ async fn one_bad_policy_never_stalls_the_others() {
         "op-mixed",
         &c.kubeconfig_path,
         dir.path(),
-        &["--endpoint-url", &emu.endpoint, "--leader-election=false"],
+        &[
+            "--endpoint-url",
+            &emu.endpoint,
+            "--leader-election=false",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
     );
     let diag = || {
         format!(
@@ -516,6 +528,8 @@ async fn leader_election_hands_over_and_the_api_server_can_restart() {
     c.kubectl_ok(["create", "namespace", "ha"]);
     c.kubectl_ok(["create", "namespace", "redrive-system"]);
     let args = [
+        "--admin-addr",
+        "127.0.0.1:0",
         "--endpoint-url",
         &emu.endpoint,
         "--lease-namespace",
@@ -689,6 +703,8 @@ async fn least_privilege_rbac_is_sufficient_and_missing_rights_are_reported() {
     let doc = policy_doc("tenant", "orders", &["orders"], json!({}));
     assert!(kubectl_apply(&c, &doc).status.success());
     let args = [
+        "--admin-addr",
+        "127.0.0.1:0",
         "--endpoint-url",
         &emu.endpoint,
         "--lease-namespace",

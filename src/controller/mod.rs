@@ -24,9 +24,8 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::crd::{RedrivePolicy, RedrivePolicyStatus};
-use crate::engine::{Decision, Reason};
-use crate::policy::Policy;
-use crate::reconcile::{self, PolicyState, PollReport, PollSettings};
+use crate::policy::{Policy, PolicyId};
+use crate::reconcile::{self, PolicyState, PollReport};
 use crate::target::{ErrorCategory, RedriveOutcome};
 use crate::tenancy::RoleAllowlist;
 
@@ -42,7 +41,6 @@ pub struct ControllerSettings {
     pub namespace: Option<String>,
     /// Watch only policies with these labels (sharding).
     pub label_selector: Option<String>,
-    pub poll: PollSettings,
     pub roles: RoleAllowlist,
     /// Reporting instance of events (the pod name).
     pub instance: String,
@@ -79,8 +77,6 @@ struct Schedule {
     generation: Option<i64>,
     next_poll: Option<Timestamp>,
     failures: u32,
-    /// Executions already announced as exhausted (Exhausted event once per execution).
-    exhausted: HashSet<(String, u32)>,
 }
 
 /// Shared by every reconcile.
@@ -90,11 +86,17 @@ pub struct Ctx {
     polls: Arc<reconcile::Context>,
     settings: ControllerSettings,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Policies seen by the last prune, to drop the metrics and health of deleted ones.
+    known: Mutex<HashSet<PolicyId>>,
     resource: ApiResource,
 }
 
 impl Ctx {
-    pub fn new(client: Client, settings: ControllerSettings) -> Self {
+    pub fn new(
+        client: Client,
+        settings: ControllerSettings,
+        polls: Arc<reconcile::Context>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -103,11 +105,12 @@ impl Ctx {
             },
         );
         Self {
-            polls: Arc::new(reconcile::Context::new(settings.poll.clone())),
+            polls,
             client,
             recorder,
             settings,
             entries: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashSet::new()),
             resource: ApiResource::erase::<RedrivePolicy>(&()),
         }
     }
@@ -126,11 +129,17 @@ impl Ctx {
             .clone()
     }
 
-    fn forget_except(&self, live: &HashSet<String>) {
+    fn forget_except(&self, live: &HashSet<String>, live_ids: &HashSet<PolicyId>) {
         self.entries
             .lock()
             .expect("entries lock")
             .retain(|uid, _| live.contains(uid));
+        let mut known = self.known.lock().expect("known lock");
+        for gone in known.difference(live_ids) {
+            self.polls.metrics.forget_policy(gone);
+            self.polls.health.forget(gone);
+        }
+        *known = live_ids.clone();
     }
 
     /// Write status with server-side apply, unless it is unchanged.
@@ -337,6 +346,7 @@ pub async fn reconcile(
     }
 
     let target = ctx.polls.stepfunctions(&policy).await;
+    let started = std::time::Instant::now();
     let result = reconcile::poll(
         target.as_ref(),
         &policy,
@@ -347,34 +357,18 @@ pub async fn reconcile(
     .await;
     match result {
         Ok(report) => {
+            let next_in = until(Timestamp::now(), report.next_poll);
+            ctx.polls
+                .observe_poll(&policy, &Ok(report.clone()), started.elapsed(), next_in);
             let status = status::polled_status(old, generation, false, &report);
             ctx.write_status(&ns, &name, old, &status).await?;
-            let newly_exhausted = {
+            {
                 let mut sched = entry.schedule.lock().expect("schedule lock");
                 sched.generation = generation;
                 sched.next_poll = Some(report.next_poll);
                 sched.failures = 0;
-                let exhausted: HashSet<(String, u32)> = report
-                    .plan
-                    .entries
-                    .iter()
-                    .filter(|e| {
-                        matches!(
-                            e.decision,
-                            Decision::Skip {
-                                reason: Reason::MaxRedrivesReached
-                            }
-                        )
-                    })
-                    .map(|e| (e.candidate.id.clone(), e.candidate.redrive_count))
-                    .collect();
-                let new: Vec<(String, u32)> =
-                    exhausted.difference(&sched.exhausted).cloned().collect();
-                // Only what is still listed is remembered: bounded by the policy's window.
-                sched.exhausted = exhausted;
-                new
-            };
-            publish_poll_events(&ctx, &reference, &policy, &report, &newly_exhausted).await;
+            }
+            publish_poll_events(&ctx, &reference, &policy, &report).await;
             Ok(Action::requeue(until(Timestamp::now(), report.next_poll)))
         }
         Err(e) => {
@@ -385,6 +379,12 @@ pub async fn reconcile(
                 sched.next_poll = None;
                 sched.failures
             };
+            let retry_in = error_backoff(
+                failures,
+                ctx.settings.max_error_backoff.max(policy.poll_interval),
+            );
+            ctx.polls
+                .observe_poll(&policy, &Err(e.clone()), started.elapsed(), retry_in);
             let reason = status::reason_of_category(e.category().as_str());
             let message = e.to_string();
             warn!(policy = %policy.id, category = e.category().as_str(), error = %message, "poll failed");
@@ -430,8 +430,8 @@ async fn publish_poll_events(
     reference: &ObjectReference,
     policy: &Policy,
     report: &PollReport,
-    newly_exhausted: &[(String, u32)],
 ) {
+    let newly_exhausted = &report.newly_exhausted;
     let redriven: Vec<String> = report
         .actions
         .iter()
@@ -538,6 +538,7 @@ pub async fn probe(api: &Api<DeserializeGuard<RedrivePolicy>>) -> Result<(), Str
 pub async fn run(
     client: Client,
     settings: ControllerSettings,
+    polls: Arc<reconcile::Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), String> {
     let api: Api<DeserializeGuard<RedrivePolicy>> = match &settings.namespace {
@@ -550,14 +551,14 @@ pub async fn run(
         wc = wc.labels(sel);
     }
     let concurrency = settings.concurrency;
-    let ctx = Arc::new(Ctx::new(client, settings));
+    let ctx = Arc::new(Ctx::new(client, settings, polls));
     let controller =
         Controller::new(api, wc).with_config(ControllerConfig::default().concurrency(concurrency));
     let store = controller.store();
     let prune_ctx = ctx.clone();
     // Forget the memory of deleted policies (the controller has no delete hook without a finalizer).
     let pruner = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
             let live: HashSet<String> = store
@@ -568,7 +569,21 @@ pub async fn run(
                     Err(i) => i.metadata.uid.clone(),
                 })
                 .collect();
-            prune_ctx.forget_except(&live);
+            let live_ids: HashSet<PolicyId> = store
+                .state()
+                .iter()
+                .map(|g| {
+                    let meta = match &g.0 {
+                        Ok(o) => &o.metadata,
+                        Err(i) => &i.metadata,
+                    };
+                    PolicyId {
+                        namespace: meta.namespace.clone().unwrap_or_default(),
+                        name: meta.name.clone().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            prune_ctx.forget_except(&live, &live_ids);
         }
     });
     info!("controller started");

@@ -1,0 +1,399 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text).
+//!
+//! Label cardinality is bounded: policies (namespace, name), targets, AWS API names, result
+//! classes, reason codes and error categories. Never execution ARNs.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::Decision;
+use crate::policy::PolicyId;
+use crate::reconcile::PollReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
+impl From<&PolicyId> for PolicyLabels {
+    fn from(id: &PolicyId) -> Self {
+        Self {
+            namespace: id.namespace.clone(),
+            policy: id.name.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedriveLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsLabels {
+    pub target: String,
+    pub api: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub target: String,
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+/// Fixed histogram buckets for a Family.
+#[derive(Clone)]
+pub struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// AWS call latency buckets: 5 ms to ~20 s.
+const AWS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+];
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    pub redrives: Family<RedriveLabels, Counter>,
+    pub decisions: Family<DecisionLabels, Gauge>,
+    pub waiting: Family<PolicyLabels, Gauge>,
+    pub exhausted: Family<PolicyLabels, Counter>,
+    pub polls: Family<PollLabels, Counter>,
+    pub last_successful_poll: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub aws_requests: Family<AwsLabels, Counter>,
+    pub aws_duration: Family<ApiLabels, Histogram, Buckets>,
+    pub reconcile_duration: Histogram,
+    pub reconcile_errors: Family<CategoryLabels, Counter>,
+    pub leader: Gauge,
+    pub build_info: Family<BuildLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("redrive");
+        let m = Self {
+            redrives: Family::default(),
+            decisions: Family::default(),
+            waiting: Family::default(),
+            exhausted: Family::default(),
+            polls: Family::default(),
+            last_successful_poll: Family::default(),
+            aws_requests: Family::default(),
+            aws_duration: Family::new_with_constructor(Buckets(AWS_BUCKETS)),
+            reconcile_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            reconcile_errors: Family::default(),
+            leader: Gauge::default(),
+            build_info: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("redrives", "RedriveExecution calls by policy, target and outcome (Redriven, AlreadyRedriven, NotRedrivable, NotFound, Failed)", m.redrives.clone());
+        registry.register(
+            "decisions",
+            "Decisions of the last poll by reason code",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "executions_waiting",
+            "Executions waiting (backoff, minimum age, budget) at the last poll",
+            m.waiting.clone(),
+        );
+        registry.register(
+            "executions_exhausted",
+            "Executions that reached maxRedrives (counted once per execution and attempt)",
+            m.exhausted.clone(),
+        );
+        registry.register(
+            "polls",
+            "Polls by policy and result (ok, error)",
+            m.polls.clone(),
+        );
+        registry.register(
+            "last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll of each policy",
+            m.last_successful_poll.clone(),
+        );
+        registry.register("aws_requests", "AWS HTTP attempts (retries included) by target, API and result (ok, throttled, client_error, server_error, no_response)", m.aws_requests.clone());
+        registry.register(
+            "aws_request_duration_seconds",
+            "Latency of AWS HTTP attempts by target and API",
+            m.aws_duration.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one policy reconcile or local poll",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed polls and reconciles by error category",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (or runs without leader election)",
+            m.leader.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Build information; the value is always 1",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        Self { registry, ..m }
+    }
+
+    /// OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// One AWS HTTP attempt.
+    pub fn record_aws(&self, target: &str, api: &str, result: &str, elapsed: Option<Duration>) {
+        self.aws_requests
+            .get_or_create(&AwsLabels {
+                target: target.into(),
+                api: api.into(),
+                result: result.into(),
+            })
+            .inc();
+        if let Some(d) = elapsed {
+            self.aws_duration
+                .get_or_create(&ApiLabels {
+                    target: target.into(),
+                    api: api.into(),
+                })
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// A completed poll.
+    pub fn record_poll(&self, target: &str, report: &PollReport, duration: Duration) {
+        let p = PolicyLabels::from(&report.policy);
+        self.reconcile_duration.observe(duration.as_secs_f64());
+        self.polls
+            .get_or_create(&PollLabels {
+                namespace: p.namespace.clone(),
+                policy: p.policy.clone(),
+                result: "ok".into(),
+            })
+            .inc();
+        self.last_successful_poll
+            .get_or_create(&p)
+            .set(report.finished.as_millisecond() as f64 / 1000.0);
+        for a in &report.actions {
+            self.redrives
+                .get_or_create(&RedriveLabels {
+                    namespace: p.namespace.clone(),
+                    policy: p.policy.clone(),
+                    target: target.into(),
+                    outcome: a.outcome_code().into(),
+                })
+                .inc();
+        }
+        // The decision gauges describe the last poll: reset this policy's codes first.
+        for code in ALL_CODES {
+            self.decisions.remove(&DecisionLabels {
+                namespace: p.namespace.clone(),
+                policy: p.policy.clone(),
+                reason: (*code).into(),
+            });
+        }
+        let mut waiting = 0;
+        for (code, n) in report.plan.counts() {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    namespace: p.namespace.clone(),
+                    policy: p.policy.clone(),
+                    reason: code.into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for e in &report.plan.entries {
+            if matches!(e.decision, Decision::Wait { .. }) {
+                waiting += 1;
+            }
+        }
+        self.waiting.get_or_create(&p).set(waiting);
+        if !report.newly_exhausted.is_empty() {
+            self.exhausted
+                .get_or_create(&p)
+                .inc_by(report.newly_exhausted.len() as u64);
+        }
+        for e in report.errors() {
+            self.reconcile_errors
+                .get_or_create(&CategoryLabels {
+                    category: e.category.as_str().into(),
+                })
+                .inc();
+        }
+    }
+
+    /// A poll that failed as a whole.
+    pub fn record_failed_poll(&self, policy: &PolicyId, category: &str, duration: Duration) {
+        let p = PolicyLabels::from(policy);
+        self.reconcile_duration.observe(duration.as_secs_f64());
+        self.polls
+            .get_or_create(&PollLabels {
+                namespace: p.namespace,
+                policy: p.policy,
+                result: "error".into(),
+            })
+            .inc();
+        self.reconcile_errors
+            .get_or_create(&CategoryLabels {
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    /// Forget a deleted policy's series.
+    pub fn forget_policy(&self, policy: &PolicyId) {
+        let p = PolicyLabels::from(policy);
+        self.waiting.remove(&p);
+        self.exhausted.remove(&p);
+        self.last_successful_poll.remove(&p);
+        for code in ALL_CODES {
+            self.decisions.remove(&DecisionLabels {
+                namespace: p.namespace.clone(),
+                policy: p.policy.clone(),
+                reason: (*code).into(),
+            });
+        }
+        for result in ["ok", "error"] {
+            self.polls.remove(&PollLabels {
+                namespace: p.namespace.clone(),
+                policy: p.policy.clone(),
+                result: result.into(),
+            });
+        }
+    }
+}
+
+/// Every decision code, for resetting gauges.
+const ALL_CODES: &[&str] = &[
+    "Redrive",
+    "Suspended",
+    "DryRun",
+    "StatusNotSelected",
+    "NotRedrivable",
+    "RedrivableByMapRun",
+    "ExpressNotSupported",
+    "OutsideWindow",
+    "TooYoung",
+    "MaxRedrivesReached",
+    "BackingOff",
+    "ErrorExcluded",
+    "ErrorNotIncluded",
+    "CauseNotMatched",
+    "DetailsUnavailable",
+    "BudgetExhausted",
+];
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Reason;
+
+    #[test]
+    fn every_reason_code_is_listed_for_gauge_resets() {
+        let reasons = [
+            Reason::Suspended,
+            Reason::DryRun,
+            Reason::StatusNotSelected,
+            Reason::NotRedrivable(String::new()),
+            Reason::RedrivableByMapRun,
+            Reason::ExpressNotSupported,
+            Reason::OutsideWindow,
+            Reason::TooYoung,
+            Reason::MaxRedrivesReached,
+            Reason::BackingOff,
+            Reason::ErrorExcluded,
+            Reason::ErrorNotIncluded,
+            Reason::CauseNotMatched,
+            Reason::DetailsUnavailable,
+            Reason::BudgetExhausted,
+        ];
+        for r in reasons {
+            assert!(ALL_CODES.contains(&r.code()), "{}", r.code());
+        }
+    }
+
+    #[test]
+    fn encodes_openmetrics_with_build_info() {
+        let m = Metrics::new();
+        m.record_aws(
+            "stepfunctions",
+            "ListExecutions",
+            "ok",
+            Some(Duration::from_millis(12)),
+        );
+        let text = m.encode();
+        assert!(text.contains("redrive_build_info{version=\""), "{text}");
+        assert!(text.contains("redrive_aws_requests_total{target=\"stepfunctions\",api=\"ListExecutions\",result=\"ok\"} 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
