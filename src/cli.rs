@@ -49,9 +49,9 @@ pub enum Command {
     /// Print the RedrivePolicy CustomResourceDefinition (YAML).
     Crd,
     /// Show what each policy would redrive, and why the rest is skipped. Never redrives.
-    Plan(PlanArgs),
+    Plan(Box<PlanArgs>),
     /// Run the redrive loop: on RedrivePolicy objects in the cluster, or with -f on policy files.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a policy against the built-in Step Functions emulator and show what happens.
     Demo(DemoArgs),
 }
@@ -285,8 +285,8 @@ pub fn main() -> ExitCode {
                 print!("{}", crate::crd::crd_yaml());
                 ExitCode::SUCCESS
             }
-            Command::Plan(args) => plan(args).await,
-            Command::Run(args) => run(args).await,
+            Command::Plan(args) => plan(*args).await,
+            Command::Run(args) => run(*args).await,
             Command::Demo(args) => crate::demo::run(args).await,
         }
     })

@@ -371,10 +371,16 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
     Ok(Duration::from_secs(secs))
 }
 
-fn check_pattern(field: &str, value: &str, pattern: &str, what: &str) -> Result<(), SpecError> {
-    // The patterns are constants; compiling them per call keeps this module free of global state
-    // and costs microseconds next to an AWS call.
-    let re = Regex::new(pattern).expect("constant pattern compiles");
+/// The constant patterns, compiled once.
+static PATTERNS: std::sync::LazyLock<std::collections::HashMap<&'static str, Regex>> = std::sync::LazyLock::new(|| {
+    [STATE_MACHINE_ARN, ROLE_ARN, REGION]
+        .into_iter()
+        .map(|p| (p, Regex::new(p).expect("constant pattern compiles")))
+        .collect()
+});
+
+fn check_pattern(field: &str, value: &str, pattern: &'static str, what: &str) -> Result<(), SpecError> {
+    let re = &PATTERNS[pattern];
     if value.len() <= 2048 && re.is_match(value) {
         Ok(())
     } else {

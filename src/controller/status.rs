@@ -202,7 +202,7 @@ pub fn polled_status(
         .collect();
     // Newest first, deterministic among equal times.
     recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.execution_arn.cmp(&b.execution_arn)));
-    recent.extend(status.recent.drain(..));
+    recent.append(&mut status.recent);
     recent.truncate(RECENT_LIMIT);
     status.recent = recent;
 
