@@ -2,20 +2,28 @@
 //!
 //! Layers (data flows top to bottom; decisions are pure):
 //! - [`crd`]: the `RedrivePolicy` API types (source of truth for `crds/`).
-//! - [`policy`]: validated, typed view of a policy (durations parsed, regexes compiled).
+//! - [`policy`], [`policy_file`]: validated, typed view of a policy (durations parsed, regexes
+//!   compiled), from the cluster or from files.
 //! - [`engine`]: pure decision logic: candidates + policy + clock -> plan.
 //! - [`target`]: adapters per workflow service (Step Functions today).
 //! - [`reconcile`]: one poll of one policy (shared by local mode and the controller).
-//! - [`emulator`]: the Step Functions emulator used by tests and `demo`.
+//! - [`local`], [`controller`], [`leader`]: local mode, in-cluster mode, leader election.
+//! - [`aws`], [`tenancy`]: SDK clients and credentials, role allowlist.
+//! - [`metrics`], [`admin`], [`telemetry`]: Prometheus metrics, health endpoints, logs.
+//! - [`emulator`]: the Step Functions emulator used by tests, `demo` and the benchmark.
 
+pub mod admin;
 pub mod aws;
 pub mod bench;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod emulator;
 pub mod engine;
+pub mod leader;
 pub mod local;
+pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod policy_file;
@@ -23,7 +31,3 @@ pub mod reconcile;
 pub mod target;
 pub mod telemetry;
 pub mod tenancy;
-pub mod controller;
-pub mod leader;
-pub mod metrics;
-pub mod admin;
