@@ -96,6 +96,7 @@ const AWS_BUCKETS: &[f64] = &[
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
+    catalog: Vec<MetricInfo>,
     pub redrives: Family<RedriveLabels, Counter>,
     pub decisions: Family<DecisionLabels, Gauge>,
     pub waiting: Family<PolicyLabels, Gauge>,
@@ -125,6 +126,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("redrive");
+        let mut catalog = Vec::new();
         let m = Self {
             redrives: Family::default(),
             decisions: Family::default(),
@@ -139,56 +141,101 @@ impl Metrics {
             leader: Gauge::default(),
             build_info: Family::default(),
             registry: Registry::default(),
+            catalog: Vec::new(),
         };
-        registry.register("redrives", "RedriveExecution calls by policy, target and outcome (Redriven, AlreadyRedriven, NotRedrivable, NotFound, Failed)", m.redrives.clone());
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
+            "redrives",
+            MetricKind::Counter,
+            "RedriveExecution calls by policy, target and outcome (Redriven, AlreadyRedriven, NotRedrivable, NotFound, Failed)",
+            m.redrives.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
             "decisions",
+            MetricKind::Gauge,
             "Decisions of the last poll by reason code",
             m.decisions.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "executions_waiting",
+            MetricKind::Gauge,
             "Executions waiting (backoff, minimum age, budget) at the last poll",
             m.waiting.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "executions_exhausted",
+            MetricKind::Counter,
             "Executions that reached maxRedrives (counted once per execution and attempt)",
             m.exhausted.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "polls",
+            MetricKind::Counter,
             "Polls by policy and result (ok, error)",
             m.polls.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "last_successful_poll_timestamp_seconds",
+            MetricKind::Gauge,
             "Unix time of the last successful poll of each policy",
             m.last_successful_poll.clone(),
         );
-        registry.register("aws_requests", "AWS HTTP attempts (retries included) by target, API and result (ok, throttled, client_error, server_error, no_response)", m.aws_requests.clone());
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
+            "aws_requests",
+            MetricKind::Counter,
+            "AWS HTTP attempts (retries included) by target, API and result (ok, throttled, client_error, server_error, no_response)",
+            m.aws_requests.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
             "aws_request_duration_seconds",
+            MetricKind::Histogram,
             "Latency of AWS HTTP attempts by target and API",
             m.aws_duration.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "reconcile_duration_seconds",
+            MetricKind::Histogram,
             "Duration of one policy reconcile or local poll",
             m.reconcile_duration.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "reconcile_errors",
+            MetricKind::Counter,
             "Failed polls and reconciles by error category",
             m.reconcile_errors.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "leader",
+            MetricKind::Gauge,
             "1 while this replica holds the leader lease (or runs without leader election)",
             m.leader.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut catalog,
             "build_info",
+            MetricKind::Gauge,
             "Build information; the value is always 1",
             m.build_info.clone(),
         );
@@ -197,7 +244,17 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").into(),
             })
             .set(1);
-        Self { registry, ..m }
+        Self {
+            registry,
+            catalog,
+            ..m
+        }
+    }
+
+    /// Every exported metric (exposition name, kind, help), including families with no series yet
+    /// (the OpenMetrics encoder omits those).
+    pub fn catalog(&self) -> &[MetricInfo] {
+        &self.catalog
     }
 
     /// OpenMetrics text.
@@ -349,6 +406,44 @@ const ALL_CODES: &[&str] = &[
     "DetailsUnavailable",
     "BudgetExhausted",
 ];
+
+/// Kind of a metric, for the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricInfo {
+    /// Name as it appears in the exposition (`redrive_` prefix; counters end in `_total`).
+    pub name: String,
+    pub kind: MetricKind,
+    pub help: &'static str,
+}
+
+fn reg(
+    registry: &mut Registry,
+    catalog: &mut Vec<MetricInfo>,
+    name: &'static str,
+    kind: MetricKind,
+    help: &'static str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    let suffix = if kind == MetricKind::Counter {
+        "_total"
+    } else {
+        ""
+    };
+    catalog.push(MetricInfo {
+        name: format!("redrive_{name}{suffix}"),
+        kind,
+        help,
+    });
+    registry.register(name, help, metric);
+}
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;

@@ -15,12 +15,24 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// `redrive-operator run ARGS` with `KUBECONFIG`, logging (JSON) to `dir/NAME.log`.
     pub fn spawn(name: &str, kubeconfig: &Path, dir: &Path, args: &[&str]) -> Self {
+        Self::spawn_with(name, Some(kubeconfig), dir, args)
+    }
+
+    /// `redrive-operator run ARGS` without a cluster (local mode with -f).
+    pub fn spawn_local(name: &str, dir: &Path, args: &[&str]) -> Self {
+        Self::spawn_with(name, None, dir, args)
+    }
+
+    fn spawn_with(name: &str, kubeconfig: Option<&Path>, dir: &Path, args: &[&str]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("operator log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_redrive-operator"))
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_redrive-operator"));
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let child = cmd
             .arg("run")
             .args(args)
-            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube_lease_manager=debug")
             .env("REDRIVE_LOG_FORMAT", "json")
             .env("POD_NAME", name)
@@ -134,4 +146,54 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The admin server address an operator logged (`"admin_addr":"127.0.0.1:PORT"` in JSON logs).
+pub fn admin_addr_in(logs: &str) -> Option<String> {
+    let i = logs.find("\"admin_addr\":\"")? + "\"admin_addr\":\"".len();
+    let rest = &logs[i..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// GET `http://ADDR/PATH`: (status code, body). Plain HTTP/1.1 over a TcpStream: the admin
+/// server is loopback-only in tests and this avoids another HTTP client dependency.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Sum of the samples of `name` whose labels contain every `key="value"` in `labels`.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            if metric != name {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
