@@ -1,0 +1,329 @@
+//! Phases 1 and 2: draining a backlog, by the operator and by a naive script.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::error::ProvideErrorMetadata;
+use aws_sdk_sfn::types::{ExecutionRedriveStatus, ExecutionStatus};
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::Quota;
+use super::check::{self, Correctness};
+use super::data::{self, Backlog, BacklogSummary};
+use super::quota::{self, Bound};
+use crate::emulator::{self, EmulatorConfig, EmulatorHandle, Stats};
+use crate::local::{self, PollObserver};
+use crate::policy::Policy;
+use crate::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
+
+/// Calls and throttling as the emulator counted them (every HTTP attempt).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Calls {
+    pub by_api: BTreeMap<String, u64>,
+    pub throttled_by_api: BTreeMap<String, u64>,
+    pub total: u64,
+    pub throttled: u64,
+}
+
+impl Calls {
+    pub fn from_stats(s: &Stats) -> Self {
+        Calls {
+            by_api: s.by_api.iter().map(|(k, v)| (k.clone(), v.calls)).collect(),
+            throttled_by_api: s
+                .by_api
+                .iter()
+                .filter(|(_, v)| v.throttled > 0)
+                .map(|(k, v)| (k.clone(), v.throttled))
+                .collect(),
+            total: s.total_calls,
+            throttled: s.throttled,
+        }
+    }
+
+    pub fn api(&self, api: &str) -> u64 {
+        self.by_api.get(api).copied().unwrap_or(0)
+    }
+
+    /// `List 12, Describe 1000 (40 throttled), Redrive 1000`.
+    pub fn short(&self) -> String {
+        self.by_api
+            .iter()
+            .map(|(api, n)| {
+                let short = api
+                    .trim_end_matches("Execution")
+                    .trim_end_matches("Executions");
+                match self.throttled_by_api.get(api) {
+                    Some(t) => format!("{short} {n} ({t} thr.)"),
+                    None => format!("{short} {n}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One drain of one backlog.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrainResult {
+    pub name: String,
+    /// `operator` or `baseline`.
+    pub runner: &'static str,
+    pub error_filter: bool,
+    pub region: String,
+    pub data: BacklogSummary,
+    pub n: u64,
+    /// From the start of the run to the last eligible redrive (emulated clock).
+    pub wall_s: f64,
+    pub redrives_per_s: f64,
+    pub calls: Calls,
+    /// All attempts of all APIs (throttled ones included) per eligible execution.
+    pub calls_per_redrive: f64,
+    pub bound: Bound,
+    /// `time_min / wall` = achieved throughput / quota-bound throughput.
+    pub ratio_to_bound: Option<f64>,
+    /// Operator: polls and errors reported by polls (a redrive that failed after all SDK
+    /// attempts waits for the next poll).
+    pub polls: Option<u64>,
+    pub poll_errors: Option<u64>,
+    pub correctness: Correctness,
+    pub timed_out: bool,
+    /// `(seconds, remaining)` steps.
+    pub series: Vec<(f64, u64)>,
+}
+
+pub(crate) struct NullObserver;
+
+impl PollObserver for NullObserver {
+    fn observe(&self, _: &Policy, _: &Result<PollReport, PollError>, _: &PolicyState) {}
+}
+
+pub fn emulator_config(region: &str, q: Quota) -> EmulatorConfig {
+    EmulatorConfig {
+        region: region.to_string(),
+        quota: q.preset,
+        quota_scale: q.scale,
+        ..EmulatorConfig::default()
+    }
+}
+
+/// The calls any redriver needs for `b` (pages of 1,000, one describe per eligible failure with
+/// a filter, one redrive per eligible failure) and the resulting bound.
+pub fn backlog_bound(q: Quota, b: &Backlog, filter: bool) -> Bound {
+    let n = b.eligible.len() as u64;
+    let mut calls = vec![("ListExecutions", b.list_pages(1000, false))];
+    if filter {
+        calls.push(("DescribeExecution", n));
+    }
+    calls.push(("RedriveExecution", n));
+    quota::bound(q.preset, q.scale, &calls, n)
+}
+
+fn finish(
+    name: &str,
+    runner: &'static str,
+    filter: bool,
+    q: Quota,
+    b: &Backlog,
+    handle: &EmulatorHandle,
+    t0: Timestamp,
+    timed_out: bool,
+) -> DrainResult {
+    let ledger = handle.ledger();
+    let stats = handle.stats();
+    let correctness = check::check(&ledger, &b.eligible);
+    let firsts = check::first_redrives(&ledger, &b.eligible);
+    let times: Vec<Timestamp> = firsts.values().copied().collect();
+    let n = b.eligible.len() as u64;
+    let last = times.iter().max().copied().unwrap_or(t0);
+    let wall_s = last.duration_since(t0).as_secs_f64().max(1e-3);
+    let bound = backlog_bound(q, b, filter);
+    let calls = Calls::from_stats(&stats);
+    DrainResult {
+        name: name.to_string(),
+        runner,
+        error_filter: filter,
+        region: b.region.clone(),
+        data: b.summary(),
+        n,
+        wall_s,
+        redrives_per_s: correctness.redriven as f64 / wall_s,
+        calls_per_redrive: calls.total as f64 / n.max(1) as f64,
+        calls,
+        ratio_to_bound: (bound.time_min_s > 0.0).then(|| bound.time_min_s / wall_s),
+        bound,
+        polls: None,
+        poll_errors: None,
+        correctness,
+        timed_out,
+        series: check::remaining_series(&times, n, t0, 400),
+    }
+}
+
+/// The operator's local-mode loop (`local::run`, pollInterval 10 s) until the backlog is drained.
+pub async fn run_operator(
+    name: &str,
+    q: Quota,
+    b: &Backlog,
+    filter: bool,
+    timeout: Duration,
+) -> Result<DrainResult, String> {
+    let handle = emulator::start(emulator_config(&b.region, q), b.scenario.clone())
+        .await
+        .map_err(|e| format!("emulator: {e}"))?;
+    let policy = data::drain_policy("drain", &b.region, &b.machines, filter);
+    let mut settings = PollSettings::default();
+    settings.aws.endpoint_url = Some(handle.endpoint.clone());
+    let ctx = Arc::new(Context::new(settings));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let n = b.eligible.len() as u64;
+    let t0 = handle.now();
+    let started = Instant::now();
+    let run = local::run(
+        ctx.clone(),
+        vec![policy],
+        false,
+        false,
+        Arc::new(NullObserver),
+        stop_rx,
+    );
+    // local::run's future is not Send: drive it and the watcher in this task.
+    let watch = async {
+        let mut timed_out = false;
+        while handle.stats().redrives < n {
+            if started.elapsed() > timeout {
+                timed_out = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop_tx.send(true);
+        timed_out
+    };
+    let (totals, timed_out) = tokio::join!(run, watch);
+    let mut r = finish(name, "operator", filter, q, b, &handle, t0, timed_out);
+    r.polls = Some(totals.polls);
+    r.poll_errors = Some(totals.errors + totals.failed_polls);
+    handle.shutdown().await;
+    Ok(r)
+}
+
+/// A naive script: list every FAILED execution of each state machine with the SDK paginator
+/// (default page size), then one by one DescribeExecution and, if redrivable, RedriveExecution.
+/// The SDK's standard retry mode (3 attempts) is on; a ThrottlingException that still comes
+/// through makes the script sleep 1 s and retry the same call, as common scripts do.
+pub async fn run_baseline(
+    name: &str,
+    q: Quota,
+    b: &Backlog,
+    filter: bool,
+    timeout: Duration,
+) -> Result<DrainResult, String> {
+    let handle = emulator::start(emulator_config(&b.region, q), b.scenario.clone())
+        .await
+        .map_err(|e| format!("emulator: {e}"))?;
+    let client = baseline_client(&handle.endpoint, &b.region).await;
+    let t0 = handle.now();
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    'machines: for sm in &b.machines {
+        let mut listed = Vec::new();
+        loop {
+            listed.clear();
+            let mut pages = client
+                .list_executions()
+                .state_machine_arn(sm)
+                .status_filter(ExecutionStatus::Failed)
+                .into_paginator()
+                .send();
+            let mut throttled = false;
+            let mut failed = false;
+            while let Some(page) = pages.next().await {
+                match page {
+                    Ok(p) => {
+                        listed.extend(p.executions().iter().map(|e| e.execution_arn().to_string()))
+                    }
+                    Err(e) if e.code() == Some("ThrottlingException") => {
+                        throttled = true;
+                        break;
+                    }
+                    // EXPRESS (StateMachineTypeNotSupported) and anything else: next machine.
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                continue 'machines;
+            }
+            if !throttled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for arn in &listed {
+            if Instant::now() > deadline {
+                timed_out = true;
+                break 'machines;
+            }
+            let out = loop {
+                match client.describe_execution().execution_arn(arn).send().await {
+                    Ok(o) => break Some(o),
+                    Err(e) if e.code() == Some("ThrottlingException") => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    Err(_) => break None,
+                }
+            };
+            let Some(out) = out else { continue };
+            let redrivable = out.redrive_status() == Some(&ExecutionRedriveStatus::Redrivable)
+                && out.redrive_count().unwrap_or(0) < data::MAX_REDRIVES as i32;
+            let error_ok = !filter
+                || out.error().is_some_and(|e| {
+                    data::ERROR_FILTER
+                        .iter()
+                        .any(|g| e.starts_with(g.trim_end_matches('*')))
+                });
+            if !(redrivable && error_ok) {
+                continue;
+            }
+            loop {
+                match client.redrive_execution().execution_arn(arn).send().await {
+                    Err(e) if e.code() == Some("ThrottlingException") => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    let r = finish(name, "baseline", filter, q, b, &handle, t0, timed_out);
+    handle.shutdown().await;
+    Ok(r)
+}
+
+async fn baseline_client(endpoint: &str, region: &str) -> aws_sdk_sfn::Client {
+    use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDREDRIVEBENCHBASE",
+            "redrive-bench-dummy-secret",
+            None,
+            None,
+            "redrive-bench-baseline",
+        ))
+        .retry_config(RetryConfig::standard())
+        .load()
+        .await;
+    let conf = aws_sdk_sfn::config::Builder::from(&sdk)
+        .retry_partition(aws_sdk_sfn::config::retry::RetryPartition::new(
+            "redrive-bench-baseline",
+        ))
+        .build();
+    aws_sdk_sfn::Client::from_conf(conf)
+}

@@ -1,0 +1,97 @@
+//! `redrive-bench --quick`: every phase runs, the correctness checks hold, and the JSON and PNG
+//! are written. Asserts behaviour only, never speed.
+
+use std::process::Command;
+
+#[test]
+fn quick_benchmark_runs_every_phase_and_checks_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_redrive-bench"))
+        .args(["--quick", "--out"])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run redrive-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("target (issue 6)"), "{stdout}");
+    assert!(
+        stdout.contains("0 duplicate redrives, 0 eligible left behind, 0 ineligible redriven: ok"),
+        "{stdout}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("redrive-bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["errors"], serde_json::json!([]), "{json:#}");
+    let c = &json["correctness"];
+    assert_eq!(c["ok"], true);
+    assert_eq!(c["duplicates"], 0);
+    assert_eq!(c["left_behind"], 0);
+    assert_eq!(c["ineligible_redriven"], 0);
+    assert!(c["eligible"].as_u64().unwrap() > 0);
+
+    // Every phase ran and reported.
+    let drains = json["drains"].as_array().unwrap();
+    let runners: Vec<(&str, bool)> = drains
+        .iter()
+        .map(|d| {
+            (
+                d["runner"].as_str().unwrap(),
+                d["error_filter"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runners,
+        [("operator", false), ("operator", true), ("baseline", true)]
+    );
+    for d in drains {
+        assert_eq!(d["correctness"]["ok"], true, "{d:#}");
+        assert!(
+            d["calls"]["by_api"]["RedriveExecution"].as_u64().unwrap() >= d["n"].as_u64().unwrap()
+        );
+        assert!(d["bound"]["time_min_s"].as_f64().unwrap() > 0.0);
+        assert!(d["series"].as_array().unwrap().len() > 1);
+    }
+    // Without an error filter the operator never describes; with one the baseline does more.
+    assert!(
+        drains[0]["calls"]["by_api"]
+            .get("DescribeExecution")
+            .is_none()
+    );
+    assert!(
+        drains[1]["calls"]["by_api"]["DescribeExecution"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let idle = &json["idle"];
+    assert_eq!(idle["other_calls"], 0, "{idle:#}");
+    assert!(
+        idle["list_per_machine_status_per_interval"]
+            .as_f64()
+            .unwrap()
+            <= 1.0
+    );
+
+    let scale = &json["scale"];
+    assert_eq!(scale["emulator"], "separate process");
+    assert_eq!(scale["timed_out"], false);
+    assert!(scale["peak_rss_kib"].as_u64().unwrap() > 0);
+    assert!(scale["cpu_s"].as_f64().unwrap() > 0.0);
+
+    let latency = &json["latency"];
+    assert_eq!(latency["correctness"]["ok"], true);
+    assert!(latency["p99_s"].as_f64().unwrap() >= latency["p50_s"].as_f64().unwrap());
+
+    let png = std::fs::read(dir.path().join("backlog.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 10_000);
+}
