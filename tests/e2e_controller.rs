@@ -530,6 +530,10 @@ async fn leader_election_hands_over_and_the_api_server_can_restart() {
     let args = [
         "--admin-addr",
         "127.0.0.1:0",
+        "--kube-heartbeat",
+        "1s",
+        "--liveness-stale-factor",
+        "3",
         "--endpoint-url",
         &emu.endpoint,
         "--lease-namespace",
@@ -628,10 +632,36 @@ async fn leader_election_hands_over_and_the_api_server_can_restart() {
     })
     .await;
 
-    // API server down and back: the operator recovers by itself.
+    // API server down and back: /livez flips, then the operator recovers by itself.
+    let admin = operator::admin_addr_in(&b.logs()).expect("replica-b logged its admin address");
+    let live = |addr: String| async move {
+        operator::http_get(&addr, "/livez")
+            .await
+            .map(|(code, _)| code)
+    };
+    assert_eq!(live(admin.clone()).await, Some(200), "{}", diag());
     c.stop_apiserver();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "/livez failing while the API server is down",
+        &diag,
+        || {
+            let admin = admin.clone();
+            async move { (live(admin).await == Some(503)).then_some(()) }
+        },
+    )
+    .await;
     c.start_apiserver().await;
+    wait_until(
+        Duration::from_secs(30),
+        "/livez healthy again",
+        &diag,
+        || {
+            let admin = admin.clone();
+            async move { (live(admin).await == Some(200)).then_some(()) }
+        },
+    )
+    .await;
     emu.seed(Scenario {
         state_machines: vec![
             StateMachineSpec::standard("orders")
