@@ -11,6 +11,7 @@ use super::model::{
 };
 use super::scenario::{StateMachineSpec, StateMachineStatus, StateMachineType};
 use super::state::{CallResult, EmulatorState, LedgerEntry, LedgerOutcome, lock};
+use super::sts::{AuthFailure, SessionView};
 
 /// Operations the emulator implements (`X-Amz-Target: AWSStepFunctions.<Op>`).
 pub const OPERATIONS: &[&str] = &[
@@ -41,6 +42,8 @@ pub fn operation_of(target: &str) -> Option<&'static str> {
 pub struct RequestMeta {
     /// Access key id from the SigV4 `Authorization` header.
     pub access_key_id: Option<String>,
+    /// `X-Amz-Security-Token` (required, and must match, for keys issued by AssumeRole).
+    pub session_token: Option<String>,
 }
 
 /// An error response.
@@ -97,6 +100,20 @@ impl ApiError {
             400,
             "com.amazon.coral.service#UnknownOperationException".into(),
             "",
+        )
+    }
+    pub fn expired_token() -> Self {
+        Self::new(
+            400,
+            "com.amazon.coral.service#ExpiredTokenException".into(),
+            "The security token included in the request is expired",
+        )
+    }
+    pub fn unrecognized_client() -> Self {
+        Self::new(
+            400,
+            "com.amazon.coral.service#UnrecognizedClientException".into(),
+            "The security token included in the request is invalid.",
         )
     }
     pub fn missing_auth() -> Self {
@@ -156,19 +173,63 @@ pub fn handle_request(state: &EmulatorState, target: &str, body: &[u8]) -> (u16,
     dispatch(state, &RequestMeta::default(), target, body)
 }
 
-/// Like [`handle_request`] with caller metadata.
+/// Authenticate the caller's access key: `Ok(Some(session))` for a valid key issued by
+/// AssumeRole, `Ok(None)` for any other key (full access). An expired session key gives
+/// `ExpiredTokenException`; an unknown `ASIA…` key or a wrong/missing session token gives
+/// `UnrecognizedClientException`. A rejection is recorded (statistics, and the ledger for
+/// RedriveExecution).
+pub(crate) fn authenticate(
+    state: &EmulatorState,
+    meta: &RequestMeta,
+    target: &str,
+    body: &[u8],
+    now: Ms,
+) -> Result<Option<SessionView>, ApiError> {
+    let failure = match lock(&state.sts).authenticate(meta, now) {
+        Ok(s) => return Ok(s),
+        Err(f) => f,
+    };
+    let e = match failure {
+        AuthFailure::Expired => ApiError::expired_token(),
+        AuthFailure::Invalid => ApiError::unrecognized_client(),
+    };
+    let op = operation_of(target);
+    state.record_call(
+        op.unwrap_or("Unknown"),
+        CallResult::Error(e.code().to_string()),
+    );
+    if op == Some("RedriveExecution") {
+        record_unreached_redrive(
+            state,
+            meta,
+            body,
+            now,
+            LedgerOutcome::Unauthenticated {
+                code: e.code().to_string(),
+            },
+        );
+    }
+    Err(e)
+}
+
+/// Like [`handle_request`] with caller metadata. Keys issued by the STS stand-in are
+/// authenticated and limited to their role's state machines; other keys have full access.
 pub fn dispatch(
     state: &EmulatorState,
     meta: &RequestMeta,
     target: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    let now = state.now_ms();
+    let session = match authenticate(state, meta, target, body, now) {
+        Ok(s) => s,
+        Err(e) => return (e.status, e.body()),
+    };
     let Some(op) = operation_of(target) else {
         let e = ApiError::unknown_operation();
         state.record_call("Unknown", CallResult::Error(e.code().to_string()));
         return (e.status, e.body());
     };
-    let now = state.now_ms();
     if !lock(&state.throttle).try_acquire(op, now) {
         state.record_call(op, CallResult::Throttled);
         if op == "RedriveExecution" {
@@ -177,7 +238,7 @@ pub fn dispatch(
         let e = ApiError::throttling();
         return (e.status, e.body());
     }
-    match run(state, meta, op, body, now) {
+    match run(state, meta, session, op, body, now) {
         Ok(v) => {
             state.record_call(op, CallResult::Ok);
             (
@@ -445,6 +506,8 @@ fn decode_token(
 struct Ctx<'a> {
     state: &'a EmulatorState,
     meta: &'a RequestMeta,
+    /// The caller's assumed-role session (None = static key, full access).
+    session: Option<SessionView>,
     op: &'static str,
     now: Ms,
 }
@@ -452,6 +515,7 @@ struct Ctx<'a> {
 fn run(
     state: &EmulatorState,
     meta: &RequestMeta,
+    session: Option<SessionView>,
     op: &'static str,
     body: &[u8],
     now: Ms,
@@ -462,6 +526,7 @@ fn run(
     let cx = Ctx {
         state,
         meta,
+        session,
         op,
         now,
     };
@@ -484,8 +549,40 @@ fn run(
 }
 
 impl Ctx<'_> {
-    /// AccessDenied if the base state machine (or its labelled ARN) is configured as denied.
+    /// AccessDenied if the base state machine (or its labelled ARN) is configured as denied, or
+    /// is outside the caller's assumed role.
     fn check_access(&self, m: &Model, sm_name: &str, resource: &str) -> Result<(), ApiError> {
+        self.check_denied(m, sm_name, resource)?;
+        self.check_role(m, sm_name, resource)
+    }
+
+    /// AccessDenied if the caller is an assumed-role session whose role does not cover the
+    /// (base) state machine `sm_name` of `resource`.
+    fn check_role(&self, m: &Model, sm_name: &str, resource: &str) -> Result<(), ApiError> {
+        let Some(session) = &self.session else {
+            return Ok(());
+        };
+        let base = sm_name.split('/').next().unwrap_or(sm_name);
+        // The state machine ARN in the resource's own partition/region/account.
+        let sm_arn = match arn::parse(resource) {
+            Ok(a) => format!(
+                "arn:{}:states:{}:{}:stateMachine:{base}",
+                resource.split(':').nth(1).unwrap_or(m.partition),
+                a.region,
+                a.account
+            ),
+            Err(_) => m.sm_arn(base),
+        };
+        if session.allows(base, &sm_arn) {
+            return Ok(());
+        }
+        Err(ApiError::access_denied(format!(
+            "User: {} is not authorized to perform: states:{} on resource: {resource} because no identity-based policy allows the states:{} action",
+            session.assumed_role_arn, self.op, self.op
+        )))
+    }
+
+    fn check_denied(&self, m: &Model, sm_name: &str, resource: &str) -> Result<(), ApiError> {
         let denied = &self
             .state
             .faults
@@ -560,6 +657,7 @@ fn create_state_machine(cx: &Ctx<'_>, m: &mut Model, input: &Input) -> Result<Va
             "Invalid ARN prefix: {role}"
         )));
     }
+    cx.check_role(m, name, &m.sm_arn(name))?;
     let mut tags = std::collections::BTreeMap::new();
     match input.0.get("tags") {
         None | Some(Value::Null) => {}

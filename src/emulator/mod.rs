@@ -2,7 +2,9 @@
 //!
 //! Speaks AWS JSON 1.0 on `POST /` (the real `aws-sdk-sfn` client works against it with
 //! `endpoint_url`), implements the redrive-related subset of the API with AWS's documented
-//! semantics (api-facts §1, §4.1), and adds an admin API under `/_emulator/`.
+//! semantics (api-facts §1, §4.1), and adds an admin API under `/_emulator/`. An STS stand-in
+//! (awsQuery `AssumeRole` / `GetCallerIdentity`) answers on the same endpoint, so per-policy role
+//! assumption with ExternalId can be tested end to end.
 //! See `docs/emulator.md` for the scenario format and the choices made on UNCONFIRMED points.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@ mod model;
 mod scenario;
 mod server;
 mod state;
+mod sts;
 mod throttle;
 
 use std::net::SocketAddr;
@@ -43,6 +46,7 @@ pub use scenario::{
     ScenarioError, StateMachineSpec, StateMachineStatus, StateMachineType, default_cause,
 };
 pub use state::{ApiStats, EmulatorState, LedgerEntry, LedgerOutcome, Stats};
+pub use sts::{RoleSpec, StsLedgerEntry, StsOutcome, StsSession};
 
 /// Errors starting the emulator.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +128,35 @@ impl EmulatorHandle {
     /// Every RedriveExecution call so far, in order.
     pub fn ledger(&self) -> Vec<LedgerEntry> {
         self.state.ledger()
+    }
+    /// Every STS AssumeRole call so far, in order (whatever the outcome).
+    pub fn sts_ledger(&self) -> Vec<StsLedgerEntry> {
+        self.state.sts_ledger()
+    }
+    /// The session an access key id issued by AssumeRole belongs to.
+    pub fn sts_session(&self, access_key_id: &str) -> Option<StsSession> {
+        self.state.sts_session(access_key_id)
+    }
+    /// Every issued session, oldest first.
+    pub fn sts_sessions(&self) -> Vec<StsSession> {
+        self.state.sts_sessions()
+    }
+    /// `(role ARN, ExternalId)` of an access key id issued by AssumeRole (None for static keys),
+    /// e.g. to tell which role performed a redrive from [`LedgerEntry::access_key_id`].
+    pub fn role_of(&self, access_key_id: &str) -> Option<(String, Option<String>)> {
+        self.state.role_of(access_key_id)
+    }
+    /// Add a role AssumeRole may assume (replacing one with the same ARN).
+    pub fn add_role(&self, role: RoleSpec) -> Result<(), ScenarioError> {
+        self.state.add_role(role)
+    }
+    /// Remove a role (its sessions stay valid but may act on no state machine).
+    pub fn remove_role(&self, arn: &str) -> bool {
+        self.state.remove_role(arn)
+    }
+    /// The configured roles.
+    pub fn roles(&self) -> Vec<RoleSpec> {
+        self.state.roles()
     }
     /// Call counters.
     pub fn stats(&self) -> Stats {

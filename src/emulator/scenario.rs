@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::config::parse_duration;
+use super::sts::RoleSpec;
 
 /// Errors loading or seeding a scenario.
 #[derive(Debug, thiserror::Error)]
@@ -388,6 +389,9 @@ pub struct Scenario {
     pub defaults: ScenarioDefaults,
     /// State machines (merged by name with existing ones when seeding more).
     pub state_machines: Vec<StateMachineSpec>,
+    /// Roles the STS stand-in lets AssumeRole assume (replaced by ARN when seeding more).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleSpec>,
 }
 
 /// Scenario-wide defaults.
@@ -750,6 +754,12 @@ impl Scenario {
         self
     }
 
+    /// Add a role for the STS stand-in.
+    pub fn with_role(mut self, role: RoleSpec) -> Self {
+        self.roles.push(role);
+        self
+    }
+
     /// Set the default redrive run time.
     pub fn redrive_run_time(mut self, d: Duration) -> Self {
         self.defaults.redrive_run_time = Dur(d);
@@ -1009,6 +1019,7 @@ fn demo_scenario() -> Scenario {
             start_outcomes: vec![Outcome::succeed()],
         },
         state_machines: machines,
+        roles: Vec::new(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! HTTP layer: AWS JSON 1.0 on `POST /`, admin API under `/_emulator/`, fault injection.
+//! HTTP layer: AWS JSON 1.0 (Step Functions) and awsQuery (STS) on `POST /`, admin API under
+//! `/_emulator/`, fault injection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ use super::api::{self, ApiError, RequestMeta, operation_of};
 use super::config::FaultConfig;
 use super::scenario::Scenario;
 use super::state::{CallResult, EmulatorState, LedgerOutcome, lock};
+use super::sts;
 
 pub(crate) const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
@@ -144,6 +146,7 @@ pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
         .route("/", post(aws).get(root_get))
         .route("/_emulator/health", get(health))
         .route("/_emulator/ledger", get(ledger))
+        .route("/_emulator/sts", get(sts_ledger))
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/clock", get(clock))
         .route("/_emulator/clock/advance", post(advance_clock))
@@ -168,6 +171,30 @@ fn aws_response(status: u16, body: Vec<u8>) -> Response {
 
 fn error_response(e: &ApiError) -> Response {
     aws_response(e.status, e.body())
+}
+
+/// An STS (awsQuery) request: no `X-Amz-Target` and a form-encoded body.
+fn is_sts(headers: &HeaderMap) -> bool {
+    headers.get("x-amz-target").is_none()
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            })
+}
+
+fn sts_response(r: sts::StsReply) -> Response {
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    if let Ok(v) = HeaderValue::from_str(&r.request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
 }
 
 /// Access key id from `Credential=AKID/date/region/service/aws4_request`.
@@ -224,7 +251,23 @@ async fn aws(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !auth.starts_with("AWS4-HMAC-SHA256") {
+    let signed = auth.starts_with("AWS4-HMAC-SHA256");
+    let session_token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if is_sts(&headers) {
+        let akid = if signed { access_key_id(auth) } else { None };
+        if let Some(a) = &akid {
+            st.record_access_key(a);
+        }
+        let meta = RequestMeta {
+            access_key_id: akid,
+            session_token,
+        };
+        return sts_response(sts::handle(&st, signed, &meta, &body));
+    }
+    if !signed {
         st.record_missing_auth();
         return error_response(&ApiError::missing_auth());
     }
@@ -239,7 +282,12 @@ async fn aws(
         .to_string();
     let meta = RequestMeta {
         access_key_id: akid,
+        session_token,
     };
+    // Authentication comes before faults and throttling (dispatch checks again, cheaply).
+    if let Err(e) = api::authenticate(&st, &meta, &target, &body, st.now_ms()) {
+        return error_response(&e);
+    }
     if let Some(op) = operation_of(&target) {
         let faults = st.faults();
         if faults.applies_to(op) {
@@ -326,6 +374,10 @@ async fn health(State(st): State<Arc<EmulatorState>>) -> Response {
 
 async fn ledger(State(st): State<Arc<EmulatorState>>) -> Response {
     json_ok(serde_json::to_value(st.ledger()).unwrap_or_default())
+}
+
+async fn sts_ledger(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.sts_ledger()).unwrap_or_default())
 }
 
 async fn stats(State(st): State<Arc<EmulatorState>>) -> Response {

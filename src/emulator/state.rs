@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{EmulatorConfig, FaultConfig};
 use super::model::{ExecutionSnapshot, Model, Ms, ts};
 use super::scenario::{Scenario, ScenarioError};
+use super::sts::{self, RoleSpec, StsLedgerEntry, StsSession, StsState};
 use super::throttle::Throttle;
 
 /// What happened to one RedriveExecution call.
@@ -48,8 +49,15 @@ pub enum LedgerOutcome {
     },
     /// `ExecutionLimitExceeded`.
     LimitExceeded,
-    /// `AccessDeniedException` (configured denied state machine).
+    /// `AccessDeniedException` (configured denied state machine, or a state machine outside the
+    /// assumed role's `stateMachines`).
     AccessDenied,
+    /// Rejected before reaching the model because of the caller's session key:
+    /// `ExpiredTokenException` or `UnrecognizedClientException`.
+    Unauthenticated {
+        /// Error code.
+        code: String,
+    },
     /// `ThrottlingException`: the call never reached the model.
     Throttled,
     /// An injected fault answered instead of the model (`server-error`, `malformed-html`,
@@ -65,7 +73,9 @@ impl LedgerOutcome {
     pub fn reached_model(&self) -> bool {
         !matches!(
             self,
-            LedgerOutcome::Throttled | LedgerOutcome::Faulted { .. }
+            LedgerOutcome::Throttled
+                | LedgerOutcome::Faulted { .. }
+                | LedgerOutcome::Unauthenticated { .. }
         )
     }
     /// True for a performed redrive.
@@ -174,6 +184,7 @@ pub struct EmulatorState {
     ledger: Mutex<Vec<LedgerEntry>>,
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) token_key: [u8; 32],
+    pub(crate) sts: Mutex<StsState>,
 }
 
 impl std::fmt::Debug for EmulatorState {
@@ -209,7 +220,10 @@ impl EmulatorState {
         );
         let offset = i64::try_from(config.clock_offset.as_millis()).unwrap_or(0);
         let now = real_now_ms().saturating_add(offset);
+        sts::validate_roles(&scenario.roles)?;
         model.seed(scenario, now)?;
+        let mut sts_state = StsState::new(config.seed);
+        sts_state.put_roles(&scenario.roles);
         let key = {
             use sha2::{Digest, Sha256};
             let d = Sha256::digest(format!("redrive-emulator-token-key:{}", config.seed));
@@ -228,6 +242,7 @@ impl EmulatorState {
             ledger: Mutex::new(Vec::new()),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             token_key: key,
+            sts: Mutex::new(sts_state),
         }))
     }
 
@@ -265,12 +280,55 @@ impl EmulatorState {
             .clone()
     }
 
-    /// Seed more state machines / executions.
+    /// Seed more state machines / executions, and add or replace (by ARN) its roles.
     pub fn seed(&self, more: &Scenario) -> Result<u64, ScenarioError> {
+        sts::validate_roles(&more.roles)?;
         let now = self.now_ms();
-        let mut m = lock(&self.model);
-        m.settle(now);
-        m.seed(more, now)
+        let added = {
+            let mut m = lock(&self.model);
+            m.settle(now);
+            m.seed(more, now)?
+        };
+        lock(&self.sts).put_roles(&more.roles);
+        Ok(added)
+    }
+
+    /// Add a role AssumeRole may assume, replacing one with the same ARN.
+    pub fn add_role(&self, role: RoleSpec) -> Result<(), ScenarioError> {
+        sts::validate_roles(std::slice::from_ref(&role))?;
+        lock(&self.sts).put_roles(&[role]);
+        Ok(())
+    }
+
+    /// Remove a role; sessions issued for it remain valid but may act on no state machine.
+    pub fn remove_role(&self, arn: &str) -> bool {
+        lock(&self.sts).remove_role(arn)
+    }
+
+    /// The configured roles, by ARN.
+    pub fn roles(&self) -> Vec<RoleSpec> {
+        lock(&self.sts).roles()
+    }
+
+    /// Every AssumeRole call so far, in order.
+    pub fn sts_ledger(&self) -> Vec<StsLedgerEntry> {
+        lock(&self.sts).ledger()
+    }
+
+    /// The session an issued access key id belongs to.
+    pub fn sts_session(&self, access_key_id: &str) -> Option<StsSession> {
+        lock(&self.sts).session(access_key_id)
+    }
+
+    /// Every issued session, oldest first.
+    pub fn sts_sessions(&self) -> Vec<StsSession> {
+        lock(&self.sts).sessions()
+    }
+
+    /// `(role ARN, ExternalId)` of an issued access key id; None for static or unknown keys.
+    pub fn role_of(&self, access_key_id: &str) -> Option<(String, Option<String>)> {
+        self.sts_session(access_key_id)
+            .map(|s| (s.role_arn, s.external_id))
     }
 
     /// Force a RUNNING execution to FAILED now; false if unknown or not running.
