@@ -806,3 +806,133 @@ fn sa_kubeconfig(c: &Cluster, dir: &std::path::Path, token: &str) -> std::path::
     std::fs::write(&path, text).expect("write kubeconfig");
     path
 }
+
+/// Per-policy AWS identity: `roleArn` is assumed with ExternalId = the policy's namespace (proven
+/// against the emulator's STS stand-in), a role trusting another namespace is refused, and the
+/// operator's role allowlist denies clearly.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_are_assumed_per_namespace_and_denied_outside_their_trust() {
+    use redrive_operator::emulator::RoleSpec;
+    let role_a = "arn:aws:iam::123456789012:role/team-a-redriver";
+    let role_b = "arn:aws:iam::123456789012:role/team-b-redriver";
+    let scenario = orders_scenario(2)
+        .with_role(RoleSpec {
+            external_ids: vec!["team-a".into()],
+            ..RoleSpec::new(role_a)
+        })
+        .with_role(RoleSpec {
+            external_ids: vec!["team-b".into()],
+            ..RoleSpec::new(role_b)
+        });
+    let c = cluster_with_crd().await;
+    let emu = emulator::start(EmulatorConfig::default(), scenario)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for ns in ["team-a", "team-c", "team-b"] {
+        c.kubectl_ok(["create", "namespace", ns]);
+    }
+    let with_role = |ns: &str, role: &str| {
+        let mut doc = policy_doc(ns, "orders", &["orders"], json!({}));
+        doc["spec"]["stepFunctions"]["roleArn"] = json!(role);
+        doc
+    };
+    // team-a uses its own role; team-c tries team-a's role; team-b names a role the allowlist
+    // does not grant it.
+    for doc in [
+        with_role("team-a", role_a),
+        with_role("team-c", role_a),
+        with_role("team-b", role_b),
+    ] {
+        assert!(kubectl_apply(&c, &doc).status.success());
+    }
+    let allow = format!("team-a={role_a}");
+    let _op = OperatorProcess::spawn(
+        "tenancy-op",
+        &c.kubeconfig_path,
+        dir.path(),
+        &[
+            "--endpoint-url",
+            &emu.endpoint,
+            "--leader-election=false",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--allowed-role",
+            &allow,
+            "--allowed-role",
+            &format!("team-c={role_a}"),
+        ],
+    );
+    let diag = || {
+        format!(
+            "{}\nsts: {:?}\n{}",
+            ledger_summary(&emu),
+            emu.sts_ledger(),
+            op_logs(dir.path(), "tenancy-op")
+        )
+    };
+
+    // team-a: redriven through a session of role A assumed with ExternalId team-a.
+    wait_until(WAIT, "team-a's redrives", &diag, || async {
+        (redriven_executions(&emu).len() == 3).then_some(())
+    })
+    .await;
+    for entry in emu.ledger().iter().filter(|e| e.outcome.is_redriven()) {
+        let key = entry.access_key_id.clone().expect("signed request");
+        assert_eq!(
+            emu.role_of(&key),
+            Some((role_a.to_string(), Some("team-a".to_string()))),
+            "{}",
+            diag()
+        );
+    }
+
+    // team-c: STS refuses role A (its trust names only team-a); the policy says so.
+    let status = wait_until(WAIT, "team-c denied", &diag, || async {
+        let s = policy_status(&c, "team-c", "orders").await?;
+        (condition(&s, "Degraded")?["status"] == "True").then_some(s)
+    })
+    .await;
+    let degraded = condition(&status, "Degraded").unwrap();
+    assert_eq!(degraded["reason"], "Credentials", "{status}");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AccessDenied"),
+        "{status}"
+    );
+    assert!(
+        emu.sts_ledger()
+            .iter()
+            .any(|e| format!("{e:?}").contains("team-c")
+                && format!("{e:?}").contains("AccessDenied")),
+        "{}",
+        diag()
+    );
+
+    // team-b: the operator's allowlist refuses role B for team-b before any AWS call.
+    let status = wait_until(WAIT, "team-b RoleNotAllowed", &diag, || async {
+        let s = policy_status(&c, "team-b", "orders").await?;
+        (condition(&s, "Ready")?["reason"] == "RoleNotAllowed").then_some(s)
+    })
+    .await;
+    let message = condition(&status, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("not allowed for namespace \"team-b\""),
+        "{message}"
+    );
+    assert!(
+        !emu.sts_ledger()
+            .iter()
+            .any(|e| format!("{e:?}").contains(role_b)),
+        "role B was never assumed: {}",
+        diag()
+    );
+    let events = c.kubectl_ok(["get", "events.events.k8s.io", "-n", "team-b", "-o", "json"]);
+    assert!(events.contains("\"AccessDenied\""), "{events}");
+    assert_no_duplicates(&emu);
+}
