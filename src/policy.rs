@@ -372,14 +372,20 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
 }
 
 /// The constant patterns, compiled once.
-static PATTERNS: std::sync::LazyLock<std::collections::HashMap<&'static str, Regex>> = std::sync::LazyLock::new(|| {
-    [STATE_MACHINE_ARN, ROLE_ARN, REGION]
-        .into_iter()
-        .map(|p| (p, Regex::new(p).expect("constant pattern compiles")))
-        .collect()
-});
+static PATTERNS: std::sync::LazyLock<std::collections::HashMap<&'static str, Regex>> =
+    std::sync::LazyLock::new(|| {
+        [STATE_MACHINE_ARN, ROLE_ARN, REGION]
+            .into_iter()
+            .map(|p| (p, Regex::new(p).expect("constant pattern compiles")))
+            .collect()
+    });
 
-fn check_pattern(field: &str, value: &str, pattern: &'static str, what: &str) -> Result<(), SpecError> {
+fn check_pattern(
+    field: &str,
+    value: &str,
+    pattern: &'static str,
+    what: &str,
+) -> Result<(), SpecError> {
     let re = &PATTERNS[pattern];
     if value.len() <= 2048 && re.is_match(value) {
         Ok(())
