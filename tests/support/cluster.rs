@@ -145,16 +145,40 @@ pub struct Cluster {
     pub etcd_port: u16,
     etcd: Mutex<Option<Child>>,
     apiserver: Mutex<Option<Child>>,
+    options: Options,
     dir: tempfile::TempDir,
 }
 
 /// Starts a fresh control plane and waits until the API server is ready. Panics (never skips)
 /// with the reason and the server logs if that is not possible.
 pub async fn start() -> Cluster {
+    start_with(Options::default()).await
+}
+
+/// Opt-in extras for `start_with`. `Options::default()` is exactly `start()`.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Record every API request in an audit log (`--audit-policy-file`, `--audit-log-path`):
+    /// JSON lines at level `Metadata` (user, verb, objectRef, response code; no bodies), read
+    /// with `Cluster::audit_events()`. Kept across `stop_apiserver`/`start_apiserver`.
+    pub audit: bool,
+}
+
+/// The audit policy of `Options::audit`: every request, metadata only, once it completed
+/// (or started streaming, for watches).
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+";
+
+/// Like `start()`, with the extras `options` asks for.
+pub async fn start_with(options: Options) -> Cluster {
     installed();
     let mut last = String::new();
     for attempt in 1..=3 {
-        match try_start().await {
+        match try_start(&options).await {
             Ok(cluster) => return cluster,
             // Another process may grab a port between our probe and the server's bind.
             Err(err) if err.contains("address already in use") && attempt < 3 => last = err,
@@ -176,7 +200,7 @@ fn free_ports<const N: usize>() -> [u16; N] {
     ports
 }
 
-async fn try_start() -> Result<Cluster, String> {
+async fn try_start(options: &Options) -> Result<Cluster, String> {
     let dir = tempfile::Builder::new()
         .prefix("redrive-control-plane-")
         .tempdir()
@@ -209,9 +233,13 @@ async fn try_start() -> Result<Cluster, String> {
         etcd_port,
         etcd: Mutex::new(Some(etcd)),
         apiserver: Mutex::new(None),
+        options: options.clone(),
         dir,
     };
-    let apiserver = spawn_server(cluster.dir(), "apiserver")?;
+    if options.audit {
+        prepare_audit(cluster.dir())?;
+    }
+    let apiserver = cluster.spawn_apiserver()?;
     *cluster.apiserver.lock().unwrap() = Some(apiserver);
     cluster.wait_ready().await?;
     // The bootstrap controller creates `default` shortly after /readyz first passes.
@@ -229,6 +257,11 @@ async fn try_start() -> Result<Cluster, String> {
 /// Starts `control-plane.sh run-etcd|run-apiserver DIR`, which execs the server (so the child *is*
 /// the server), logging to `DIR/<what>.log` (appended across restarts).
 fn spawn_server(dir: &Path, what: &str) -> Result<Child, String> {
+    spawn_server_env(dir, what, &[])
+}
+
+/// `spawn_server` with extra environment variables for the script.
+fn spawn_server_env(dir: &Path, what: &str, env: &[(&str, &OsStr)]) -> Result<Child, String> {
     let log_path = dir.join(format!("{what}.log"));
     let log = OpenOptions::new()
         .create(true)
@@ -243,11 +276,47 @@ fn spawn_server(dir: &Path, what: &str) -> Result<Child, String> {
         .arg(format!("run-{what}"))
         .arg(dir)
         .env("REDRIVE_CP_WATCH_PID", std::process::id().to_string())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .spawn()
         .map_err(|e| format!("control plane: cannot start {what}: {e}"))
+}
+
+/// Directory (under the cluster dir) standing in for the binary cache when auditing.
+const AUDIT_CACHE: &str = "audit-cache";
+
+/// Sets up `Options::audit`: the policy file, and a stand-in cache directory whose
+/// `bin/kube-apiserver-<version>` is a two-line wrapper that execs the real cached binary with
+/// the audit flags appended. `run-apiserver` resolves the binary through `REDRIVE_CACHE`, so
+/// pointing that variable at this directory adds the flags while every other flag still comes
+/// from the one definition in scripts/control-plane.sh. (`exec` keeps the PID, so the script's
+/// watchdog and `stop_apiserver` work unchanged.)
+fn prepare_audit(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let real = bin("kube-apiserver");
+    let file_name = real
+        .file_name()
+        .ok_or_else(|| format!("control plane: odd binary path {}", real.display()))?;
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY)
+        .map_err(|e| format!("control plane: cannot write {}: {e}", policy.display()))?;
+    let bin_dir = dir.join(AUDIT_CACHE).join("bin");
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|e| format!("control plane: cannot create {}: {e}", bin_dir.display()))?;
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let wrapper = bin_dir.join(file_name);
+    let script = format!(
+        "#!/bin/sh\nexec {} \"$@\" --audit-policy-file={} --audit-log-path={} --audit-log-format=json --audit-log-mode=blocking\n",
+        quote(&real),
+        quote(&policy),
+        quote(&dir.join("audit.log")),
+    );
+    std::fs::write(&wrapper, script)
+        .map_err(|e| format!("control plane: cannot write {}: {e}", wrapper.display()))?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("control plane: cannot chmod {}: {e}", wrapper.display()))
 }
 
 fn kill_and_wait(child: &mut Option<Child>) {
@@ -272,6 +341,37 @@ impl Cluster {
     /// The cluster's directory: `kubeconfig`, `pki/`, `etcd/` data, `etcd.log`, `apiserver.log`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `control-plane.sh run-apiserver DIR`, with the audit flags when `Options::audit` is on.
+    fn spawn_apiserver(&self) -> Result<Child, String> {
+        if self.options.audit {
+            let cache = self.dir().join(AUDIT_CACHE);
+            spawn_server_env(
+                self.dir(),
+                "apiserver",
+                &[("REDRIVE_CACHE", cache.as_os_str())],
+            )
+        } else {
+            spawn_server(self.dir(), "apiserver")
+        }
+    }
+
+    /// The audit log (`Options::audit`): one JSON event per line.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir().join("audit.log")
+    }
+
+    /// Every complete event of the audit log so far (empty without `Options::audit`). See
+    /// https://kubernetes.io/docs/reference/config-api/apiserver-audit.v1/ for the fields:
+    /// `user.username`, `verb`, `objectRef.{apiGroup,resource,subresource,namespace,name}`,
+    /// `requestURI`, `responseStatus.code`, `stage`, `auditID`.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     pub fn apiserver_log(&self) -> PathBuf {
@@ -387,7 +487,7 @@ impl Cluster {
             if slot.is_some() {
                 return;
             }
-            match spawn_server(self.dir(), "apiserver") {
+            match self.spawn_apiserver() {
                 Ok(child) => *slot = Some(child),
                 Err(err) => panic!("{err}"),
             }
