@@ -97,7 +97,7 @@ pub fn remaining_series(
     let step = (secs.len() / points.max(1)).max(1);
     for (i, s) in secs.iter().enumerate() {
         let done = i as u64 + 1;
-        if done % step as u64 == 0 || i + 1 == secs.len() {
+        if done.is_multiple_of(step as u64) || i + 1 == secs.len() {
             out.push((*s, n.saturating_sub(done)));
         }
     }
