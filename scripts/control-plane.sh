@@ -104,7 +104,7 @@ finish() { # BUILT_FILE NAME  - move into place atomically, smoke-test it
 build_kubernetes() {
   local v=$K8S_VERSION
   local staging_v=v0.${v#v1.} # v1.33.13 -> v0.33.13: the published tags of the staging modules
-  log "building kube-apiserver and kubectl $v (cold build: 10-20 minutes on 2 cores)"
+  log "building kube-apiserver and kubectl $v (the longest step: ~700 CPU-seconds, 6-8 minutes on 2 idle cores, more on busy ones)"
   local gomod
   gomod=$(module_gomod k8s.io/kubernetes "$v")
   local dir
@@ -324,7 +324,8 @@ EOF
   chmod 0600 "$dir/kubeconfig"
 }
 
-load_env() { # DIR
+load_env() { # DIR -> sets ETCD_PORT, ETCD_PEER_PORT, APISERVER_PORT
+  ETCD_PORT='' ETCD_PEER_PORT='' APISERVER_PORT=''
   [[ -f $1/cluster.env ]] || die "$1/cluster.env is missing: run '$PROG init' (or start) first"
   # shellcheck disable=SC1091
   source "$1/cluster.env"
@@ -400,8 +401,8 @@ cmd_run_apiserver() { # DIR
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pick_port() { # -> a loopback port nothing listens on (and not in $*)
-  local p i
-  for i in $(seq 1 200); do
+  local p _
+  for _ in $(seq 1 200); do
     p=$((20000 + RANDOM % 30000))
     [[ " $* " == *" $p "* ]] && continue
     if port_free "$p"; then
@@ -476,8 +477,8 @@ stop_pidfile() { # PIDFILE
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for i in $(seq 1 100); do
+    local _
+    for _ in $(seq 1 100); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
