@@ -157,7 +157,8 @@ pub struct RunArgs {
 /// Admin server settings.
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
-    /// Address of the admin server (/metrics, /livez, /readyz); `off` disables it.
+    /// Address of the admin server (/metrics, /livez, /readyz); `off` disables it. Not started
+    /// by `run --once`.
     #[arg(long, env = "REDRIVE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: String,
 
@@ -402,7 +403,10 @@ async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let (metrics, health) = observability(&args.admin);
-    if let Err(e) = args.admin.start(metrics.clone(), health.clone()).await {
+    // A one-shot `--once` run serves no probes: it binds no port.
+    if !args.once
+        && let Err(e) = args.admin.start(metrics.clone(), health.clone()).await
+    {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

@@ -514,6 +514,82 @@ async fn one_bad_policy_never_stalls_the_others() {
     .await;
     let events = c.kubectl_ok(["get", "events.events.k8s.io", "-n", "mixed", "-o", "json"]);
     assert!(events.contains("\"InvalidSpec\""), "{events}");
+
+    // No reconcile storm: the operator's own status writes do not cause extra polls. Over 21 s
+    // the good policy (10 s interval, 2 statuses) lists at most 3 times per status.
+    let lists_before = emu.stats().calls("ListExecutions");
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let lists = emu.stats().calls("ListExecutions") - lists_before;
+    assert!(
+        lists <= 6,
+        "{lists} ListExecutions in 21 s: status writes trigger polls\n{}",
+        diag()
+    );
+
+    // An object that no longer matches the Rust types (e.g. after a CRD change) is reported and
+    // does not stall the watch. Relax the schema to create one.
+    let relax = json!([{"op": "replace", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec",
+        "value": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}]);
+    c.kubectl_ok([
+        "patch",
+        "crd",
+        "redrivepolicies.redrive.dev",
+        "--type=json",
+        "-p",
+        &relax.to_string(),
+    ]);
+    let malformed = json!({"apiVersion": "redrive.dev/v1alpha1", "kind": "RedrivePolicy",
+        "metadata": {"name": "malformed", "namespace": "mixed"}, "spec": {"stepFunctions": "oops"}});
+    wait_until(
+        WAIT,
+        "the relaxed schema to accept a malformed object",
+        &diag,
+        || async {
+            c.kubectl_with_stdin(["apply", "-f", "-"], &malformed.to_string())
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .await;
+    let status = wait_until(
+        WAIT,
+        "InvalidSpec on the malformed object",
+        &diag,
+        || async {
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                c.client().await,
+                "mixed",
+                &kube::api::ApiResource::erase::<RedrivePolicy>(&()),
+            );
+            let obj = api.get_opt("malformed").await.ok()??;
+            let s = obj.data.get("status")?.clone();
+            (condition(&s, "Ready")?["reason"] == "InvalidSpec").then_some(s)
+        },
+    )
+    .await;
+    let message = condition(&status, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("cannot be read"), "{message}");
+    // The good policy still works.
+    emu.seed(Scenario {
+        state_machines: vec![
+            StateMachineSpec::standard("orders")
+                .execution(failed_now("after-malformed", "Lambda.ServiceException")),
+        ],
+        ..Scenario::default()
+    })
+    .unwrap();
+    let after = exec_arn("orders", "after-malformed");
+    wait_until(
+        WAIT,
+        "a redrive after the malformed object",
+        &diag,
+        || async { redriven_executions(&emu).contains(&after).then_some(()) },
+    )
+    .await;
 }
 
 /// Two replicas with leader election: one acts; killing it hands over within the lease
