@@ -226,7 +226,7 @@ async fn credentials_and_execution_data_never_reach_logs_or_output() {
             "json",
         ],
     ] {
-        let run = operator_with_env(&args, &secret_env, "debug").await;
+        let run = operator_with(&args, &secret_env, "debug", Duration::from_secs(120)).await;
         assert!(run.ok(), "{args:?}: {}", run.stderr);
         assert!(
             !run.stdout.contains(LEAK),
@@ -246,27 +246,6 @@ async fn credentials_and_execution_data_never_reach_logs_or_output() {
             .iter()
             .any(|e| e.access_key_id.as_deref() == Some("AKIAEXAMPLEKEYID0000"))
     );
-}
-
-/// Like `support::operator` with extra environment and a log filter.
-async fn operator_with_env(args: &[&str], env: &[(&str, &str)], filter: &str) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_redrive-operator"));
-    cmd.args(args)
-        .env("RUST_LOG", filter)
-        .env("HOME", std::env::temp_dir())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("finishes")
-        .expect("runs");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[test]

@@ -58,27 +58,7 @@ pub fn invalid_status(
     message: &str,
     now: Timestamp,
 ) -> RedrivePolicyStatus {
-    let mut status = old.cloned().unwrap_or_default();
-    status.observed_generation = generation;
-    set_condition(
-        &mut status.conditions,
-        READY,
-        false,
-        "InvalidSpec",
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        DEGRADED,
-        true,
-        "InvalidSpec",
-        message,
-        generation,
-        now,
-    );
-    status
+    denied_status(old, generation, "InvalidSpec", message, now)
 }
 
 /// Status of a policy that may not run (e.g. its role is not allowed for its namespace).

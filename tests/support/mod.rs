@@ -42,16 +42,30 @@ impl Run {
 
 /// Run `redrive-operator ARGS`, failing the test after `limit`.
 pub async fn operator(args: &[&str], limit: Duration) -> Run {
+    operator_with(args, &[], "warn", limit).await
+}
+
+/// Run `redrive-operator ARGS` with extra environment and a log filter (no AWS credentials
+/// from the developer's environment leak in).
+pub async fn operator_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    log_filter: &str,
+    limit: Duration,
+) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_redrive-operator"));
     cmd.args(args)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_PROFILE")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log_filter)
         .env("HOME", std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let child = cmd.spawn().expect("redrive-operator binary starts");
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
