@@ -224,6 +224,14 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             .join(", ")
     );
     println!("{}", output::calls_line(totals.redriven, &ctx.calls));
+    println!("\n── metrics (what `run` serves on /metrics; histograms omitted) ──");
+    for line in ctx.metrics.encode().lines() {
+        let histogram =
+            line.contains("_bucket") || line.contains("_sum") || line.contains("_count");
+        if !line.starts_with('#') && !histogram {
+            println!("{line}");
+        }
+    }
     handle.shutdown().await;
     if duplicates > 0 {
         println!("FAILED: {duplicates} (execution, attempt) pairs were redriven more than once");

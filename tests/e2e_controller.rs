@@ -75,7 +75,16 @@ fn orders_scenario(n: u32) -> Scenario {
     for i in 0..n {
         sm = sm.execution(failed_now(&format!("o-{i}"), "Lambda.ServiceException"));
     }
-    sm = sm.execution(failed_now("bad-input", "ValidationError"));
+    // Input and cause carry secret-looking values: they must never reach status or events.
+    sm = sm.execution(
+        ExecutionSpec::new("bad-input")
+            .outcomes([redrive_operator::emulator::Outcome::fail_with(
+                "ValidationError",
+                "token=sk_live_LEAKCHECK",
+            )])
+            .input(r#"{"password":"hunter2-LEAKCHECK"}"#)
+            .stopped_ago(Duration::from_secs(60)),
+    );
     Scenario {
         state_machines: vec![sm],
         ..Scenario::default()
@@ -426,6 +435,21 @@ async fn a_policy_is_reconciled_and_follows_edits_suspend_dry_run_and_deletion()
         redriven_executions(&emu).contains(&late).then_some(())
     })
     .await;
+
+    // Nothing secret-looking from the executions reached status or events.
+    let yaml = c.kubectl_ok(["get", "rdp", "orders", "-n", "payments", "-o", "yaml"]);
+    let events = c.kubectl_ok([
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        "payments",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        !yaml.contains("LEAKCHECK") && !events.contains("LEAKCHECK"),
+        "{yaml}\n{events}"
+    );
 
     // 7. Deleted: no more activity.
     c.kubectl_ok(["delete", "rdp", "orders", "-n", "payments"]);
