@@ -356,7 +356,8 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
         )
     };
     let unit_at = value.len().checked_sub(1).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(unit_at);
+    // A multi-byte last character ("5é") is not a unit; splitting inside it would panic.
+    let (number, unit) = value.split_at_checked(unit_at).ok_or_else(bad)?;
     if number.is_empty() || number.len() > 7 || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -488,6 +489,8 @@ mod tests {
             " 1m",
             "12345678s",
             "１m",
+            "5é",
+            "😀",
         ] {
             let err = parse_duration("spec.window.maxAge", bad).unwrap_err();
             assert_eq!(err.field, "spec.window.maxAge", "{bad:?}");
