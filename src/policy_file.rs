@@ -135,6 +135,11 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
         Some(other) => return fail(format!("kind: {other:?} is not {KIND:?}")),
         None => return fail(format!("kind: required ({KIND})")),
     }
+    if let Some(field) = undeclared_field(&doc) {
+        // As the API server answers `kubectl apply --validate=strict`; ignoring a typo such as
+        // `rolearn` would silently act with the operator's own identity.
+        return fail(format!("{field}: field not declared in schema"));
+    }
     let obj: RedrivePolicy = match serde_path_to_error::deserialize(doc) {
         Ok(o) => o,
         Err(e) => {
@@ -161,6 +166,41 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
         return fail(first);
     }
     Policy::from_resource(&obj).map_err(|e| (display.clone(), e.to_string()))
+}
+
+/// The first field of `doc` that the CRD's schema does not declare (`spec.maxRedrive`).
+fn undeclared_field(doc: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    static SPEC_SCHEMA: std::sync::LazyLock<Option<Value>> = std::sync::LazyLock::new(|| {
+        let crd = <RedrivePolicy as kube::CustomResourceExt>::crd();
+        let schema = crd
+            .spec
+            .versions
+            .first()?
+            .schema
+            .as_ref()?
+            .open_api_v3_schema
+            .as_ref()?;
+        Some(serde_json::to_value(schema).ok()?["properties"]["spec"].clone())
+    });
+    fn walk(v: &Value, schema: &Value, path: &str) -> Option<String> {
+        let (Some(obj), Some(props)) = (v.as_object(), schema.get("properties")?.as_object())
+        else {
+            return None;
+        };
+        obj.iter().find_map(|(k, child)| {
+            let p = format!("{path}.{k}");
+            match props.get(k) {
+                None => Some(p),
+                Some(s) => walk(child, s, &p),
+            }
+        })
+    }
+    doc.as_object()?.iter().find_map(|(k, v)| match k.as_str() {
+        "apiVersion" | "kind" | "metadata" | "status" => None,
+        "spec" => walk(v, SPEC_SCHEMA.as_ref()?, "spec"),
+        other => Some(other.to_string()),
+    })
 }
 
 fn one_line(s: &str) -> String {
