@@ -386,6 +386,68 @@ fn chart_metadata_crd_values_table_and_dashboard_are_in_sync() {
     }
 }
 
+/// The Dockerfile builds what scripts/build-musl.sh tests and runs the way the chart expects:
+/// a static musl release build, a shell-less final image, the numeric user the chart's
+/// securityContext names, and `run` as entrypoint (the chart passes only flags).
+#[test]
+fn dockerfile_matches_the_musl_build_and_the_chart() {
+    let dockerfile = read(Path::new(ROOT).join("Dockerfile"));
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let stages: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .copied()
+        .collect();
+    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
+    assert!(stages[0].ends_with(" AS build"), "{stages:?}");
+    assert!(
+        stages[1] == "FROM gcr.io/distroless/static-debian12:nonroot"
+            || stages[1] == "FROM scratch",
+        "final image without a shell: {stages:?}"
+    );
+    assert!(dockerfile.contains(
+        "cargo build --release --locked --target x86_64-unknown-linux-musl --bin redrive-operator"
+    ));
+    assert!(dockerfile.contains("rustup target add x86_64-unknown-linux-musl"));
+    let script = read(Path::new(ROOT).join("scripts/build-musl.sh"));
+    assert!(
+        script.contains("TARGET=x86_64-unknown-linux-musl")
+            && script.contains("--release --locked")
+    );
+    let values = yaml(&read(chart().join("values.yaml")));
+    let uid = &values["podSecurityContext"]["runAsUser"];
+    let gid = &values["podSecurityContext"]["runAsGroup"];
+    assert!(
+        lines.contains(&format!("USER {uid}:{gid}").as_str()),
+        "USER {uid}:{gid} in the Dockerfile"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some(r#"ENTRYPOINT ["/redrive-operator", "run"]"#)
+    );
+    assert!(!dockerfile.contains("SHELL") && !dockerfile.contains("CMD"));
+    // .dockerignore is an allowlist that lets the COPY sources through.
+    let ignore = read(Path::new(ROOT).join(".dockerignore"));
+    let allowed: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(allowed.first().copied(), Some("*"));
+    for l in lines
+        .iter()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        for src in &words[1..words.len() - 1] {
+            assert!(
+                allowed.contains(&format!("!{src}").as_str()),
+                ".dockerignore lets {src} through"
+            );
+        }
+    }
+}
+
 /// Parentheses, brackets and braces of a PromQL expression pair up.
 fn assert_balanced(expr: &str) {
     let mut stack = Vec::new();
