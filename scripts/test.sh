@@ -6,6 +6,8 @@
 # Needs a Rust toolchain (>= 1.94.1) and Go (>= 1.26). The control-plane binaries (etcd,
 # kube-apiserver, kubectl, helm) are built from source once and cached under
 # ${REDRIVE_CACHE:-$HOME/.cache/redrive-operator}: the first run pays ~10 minutes for them.
+# The static musl release build (the Dockerfile's build stage) is cached there too; it needs
+# rustup (adds the musl target once) and Debian's musl-tools (installed when running as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +25,9 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --locked --no-fail-fast
+
+step "static musl release build: the Dockerfile's build stage without Docker (scripts/build-musl.sh)"
+# Cached like the control plane, so only the first run pays the cold release build.
+CARGO_TARGET_DIR="${REDRIVE_CACHE:-$HOME/.cache/redrive-operator}/musl-target" scripts/build-musl.sh >/dev/null
 
 step "done in $((SECONDS - started)) s"

@@ -190,7 +190,13 @@ impl Ctx {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
+        // Without resourceVersion: every status write changes it, and the Recorder's series cache
+        // compares it, so repeats would become new Events instead of one aggregated series.
+        let reference = ObjectReference {
+            resource_version: None,
+            ..reference.clone()
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
             warn!(reason, error = %e, "cannot publish event");
         }
     }
@@ -203,7 +209,6 @@ fn object_reference(meta: &kube::api::ObjectMeta) -> ObjectReference {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
         ..ObjectReference::default()
     }
 }
@@ -327,6 +332,9 @@ pub async fn reconcile(
             now,
         );
         ctx.write_status(&ns, &name, old, &status).await?;
+        // Not polled while suspended: no liveness schedule, no stale last-poll series to alert on.
+        ctx.polls.health.forget(&policy.id);
+        ctx.polls.metrics.forget_policy(&policy.id);
         let mut sched = entry.schedule.lock().expect("schedule lock");
         sched.generation = generation;
         sched.next_poll = None;
