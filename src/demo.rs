@@ -175,6 +175,8 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let mut settings = PollSettings::default();
     settings.aws.endpoint_url = Some(handle.endpoint.clone());
     let ctx = Arc::new(Context::new(settings));
+    // Local mode acts without a lease: it is its own leader.
+    ctx.metrics.leader.set(1);
     let printer = Arc::new(DemoPrinter {
         verbose: args.verbose,
         polls: AtomicU64::new(0),
