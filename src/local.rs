@@ -13,6 +13,11 @@ use tracing::warn;
 use crate::policy::Policy;
 use crate::reconcile::{Context, PolicyState, PollError, PollReport, poll};
 
+/// Polls in flight at once, all policies together (the controller's counterpart is
+/// `--reconcile-concurrency`). Without a bound, a thousand policies polling together open a
+/// thousand-odd connections and memory grows with them.
+pub const MAX_CONCURRENT_POLLS: usize = 32;
+
 /// Something that wants to see every poll (the CLI printer, the demo, tests).
 pub trait PollObserver: Send + Sync + 'static {
     fn observe(&self, policy: &Policy, result: &Result<PollReport, PollError>, state: &PolicyState);
@@ -55,6 +60,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> RunTotals {
     let mut tasks = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS));
     for mut policy in policies {
         if force_dry_run {
             policy.dry_run = true;
@@ -62,6 +68,7 @@ pub async fn run(
         let ctx = ctx.clone();
         let observer = observer.clone();
         let mut stop = stop.clone();
+        let slots = slots.clone();
         tasks.spawn(async move {
             let state = Mutex::new(PolicyState::default());
             let mut totals = RunTotals::default();
@@ -69,7 +76,9 @@ pub async fn run(
             loop {
                 let target = ctx.stepfunctions(&policy).await;
                 let started = std::time::Instant::now();
+                let slot = slots.acquire().await.expect("poll slots are never closed");
                 let result = poll(target.as_ref(), &policy, &state, ctx.settings.concurrency, Timestamp::now).await;
+                drop(slot);
                 totals.polls += 1;
                 let wait = match &result {
                     Ok(report) => {
