@@ -203,6 +203,13 @@ fn undeclared_field(doc: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// One line of at most `MAX_MESSAGE` characters: serde and YAML errors quote the offending
+/// value, which may be a 64 KiB string.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    const MAX_MESSAGE: usize = 512;
+    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_MESSAGE) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
 }
