@@ -211,7 +211,7 @@ async fn kill_9_at_random_moments_never_duplicates_and_loses_nothing() {
         // Half the kills at a random time, half after a random number of redrive calls
         // reached AWS (which lands them inside a burst).
         let by_time = rng.random_bool(0.5);
-        let delay = Duration::from_millis(rng.random_range(0..1500));
+        let delay = Duration::from_millis(rng.random_range(0..2500));
         let after_calls = rng.random_range(1..40u64);
         let t0 = Instant::now();
         loop {
