@@ -131,8 +131,15 @@ impl Context {
                     .build()
             }
         };
+        // Per account and region (the scope of AWS's buckets): the role, or the default chain.
+        let partition_key = format!(
+            "redrive-sfn/{}/{}",
+            policy.region,
+            policy.role_arn.as_deref().unwrap_or("default-credentials")
+        );
         let target = Arc::new(StepFunctions::new(
             sfn_client(&config, &self.calls),
+            &partition_key,
             self.settings.discovery_ttl,
         ));
         targets.insert(key, target.clone());

@@ -4,7 +4,10 @@
 //!   process against the emulator in a child process, with intervals shortened to milliseconds:
 //!   RSS and the per-policy caches must stop growing once the working set is reached.
 //! - The benchmark's scale scenario (1,000 policies, 5,000 state machines, 100,000 executions)
-//!   with the real binary: its peak RSS must stay under 128 MiB.
+//!   with the real binary inside a memory cgroup limited to 128 MiB (as a Pod's
+//!   `resources.limits.memory` would): it must survive with no OOM kill, and its peak RSS must stay
+//!   under 128 MiB. Without a writable memory cgroup (not root, no cgroupfs) the limit cannot be
+//!   enforced and only the peak RSS is checked; the figures line says which.
 
 mod reliability_common;
 mod support;
@@ -32,6 +35,122 @@ fn status_kib(pid: &str, field: &str) -> u64 {
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A memory cgroup (v2, or v1's memory controller) with a hard limit, removed on drop. Processes
+/// started through [`MemoryCgroup::command`] run inside it, as a container runs under its Pod's
+/// memory limit: going over it means reclaim, then the kernel's OOM kill.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    /// Create a child of this process's own cgroup with `limit` bytes (swap included).
+    fn create(limit: u64) -> Result<Self, String> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let name = format!("redrive-limit-{}", std::process::id());
+        // v1: a line `N:memory:/path`; v2 (unified): `0::/path`.
+        let v1 = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        });
+        let attempts: Vec<(std::path::PathBuf, bool)> = match v1 {
+            Some(path) => vec![(
+                std::path::Path::new("/sys/fs/cgroup/memory")
+                    .join(path.trim_start_matches('/'))
+                    .join(&name),
+                false,
+            )],
+            None => own
+                .lines()
+                .filter_map(|l| l.strip_prefix("0::"))
+                .map(|path| {
+                    (
+                        std::path::Path::new("/sys/fs/cgroup")
+                            .join(path.trim_start_matches('/'))
+                            .join(&name),
+                        true,
+                    )
+                })
+                .collect(),
+        };
+        let mut why = String::from("no memory controller in /proc/self/cgroup");
+        for (dir, v2) in attempts {
+            let write = |file: &str, value: &str| {
+                std::fs::write(dir.join(file), value).map_err(|e| format!("{file}: {e}"))
+            };
+            let made = std::fs::create_dir(&dir)
+                .map_err(|e| format!("mkdir {}: {e}", dir.display()))
+                .and_then(|()| {
+                    if v2 {
+                        write("memory.max", &limit.to_string())?;
+                        write("memory.swap.max", "0")
+                    } else {
+                        write("memory.limit_in_bytes", &limit.to_string())?;
+                        // Absent when swap accounting is off; then there is no swap to escape to.
+                        let _ = write("memory.memsw.limit_in_bytes", &limit.to_string());
+                        Ok(())
+                    }
+                });
+            match made {
+                Ok(()) => return Ok(MemoryCgroup { dir, v2 }),
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    why = e;
+                }
+            }
+        }
+        Err(why)
+    }
+
+    /// `program args...` started inside the cgroup (the shell joins it, then execs).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(&self.dir)
+            .arg(program);
+        c
+    }
+
+    /// OOM kills inside the cgroup so far (None if the kernel does not report them).
+    fn oom_kills(&self) -> Option<u64> {
+        let (file, key) = if self.v2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+    }
+
+    /// Peak memory charged to the cgroup (RSS plus page cache), bytes.
+    fn peak_bytes(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty by now (the process was killed and reaped); rmdir removes a cgroup.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// An emulator child process (`redrive-emulator --scenario FILE`, or the benchmark's scale
@@ -278,7 +397,19 @@ async fn scale_scenario_stays_under_128_mib() {
             .collect();
 
     let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
-    let mut op = Command::new(env!("CARGO_BIN_EXE_redrive-operator"))
+    const LIMIT: u64 = 128 * 1024 * 1024;
+    let cgroup = MemoryCgroup::create(LIMIT);
+    if let Err(why) = &cgroup {
+        eprintln!(
+            "no writable memory cgroup ({why}): the 128 MiB limit is not enforced, only measured"
+        );
+    }
+    let operator = env!("CARGO_BIN_EXE_redrive-operator");
+    let mut command = match &cgroup {
+        Ok(cg) => cg.command(operator),
+        Err(_) => Command::new(operator),
+    };
+    let mut op = command
         .args([
             "run",
             "-f",
@@ -362,6 +493,8 @@ async fn scale_scenario_stays_under_128_mib() {
     let peak_kib = status_kib(&pid, "VmHWM:");
     let _ = op.kill();
     let _ = op.wait();
+    let oom_kills = cgroup.as_ref().ok().and_then(MemoryCgroup::oom_kills);
+    let cgroup_peak = cgroup.as_ref().ok().and_then(MemoryCgroup::peak_bytes);
     figures(
         "scale_memory",
         &[
@@ -372,6 +505,18 @@ async fn scale_scenario_stays_under_128_mib() {
             ("first_cycle_s", cycle_done.unwrap().as_secs().to_string()),
             ("peak_rss_mib", format!("{:.1}", peak_kib as f64 / 1024.0)),
             ("max_open_fds", max_fds.to_string()),
+            (
+                "limit",
+                match &cgroup {
+                    Ok(_) => "enforced_128MiB_memcg".into(),
+                    Err(_) => "measured_only".to_string(),
+                },
+            ),
+            (
+                "memcg_peak_mib",
+                cgroup_peak.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
+            ),
+            ("oom_kills", oom_kills.map_or("-".into(), |n| n.to_string())),
             (
                 "build",
                 if cfg!(debug_assertions) {
@@ -387,6 +532,11 @@ async fn scale_scenario_stays_under_128_mib() {
     assert!(
         peak_kib < 128 * 1024,
         "peak RSS {peak_kib} KiB >= 128 MiB; samples {samples:?}"
+    );
+    assert_eq!(
+        oom_kills.unwrap_or(0),
+        0,
+        "the kernel OOM-killed a process in the 128 MiB cgroup"
     );
 }
 

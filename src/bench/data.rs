@@ -295,13 +295,20 @@ pub fn scale_sm(p: u32, k: u32) -> String {
     format!("scale-{p:04}-{k}")
 }
 
+/// pollInterval of the scale phase's policies: longer than one cycle, so that the cycle is every
+/// policy polled once. With 10 s, policies done early poll again while the last ones still wait
+/// for ListExecutions tokens, and those re-polls spend the quota the cycle needs.
+pub const SCALE_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
 pub fn scale_policies(region: &str, policies: u32, per_policy: u32) -> Vec<Policy> {
     (0..policies)
         .map(|p| {
             let machines: Vec<String> = (0..per_policy)
                 .map(|k| sm_arn(region, &scale_sm(p, k)))
                 .collect();
-            drain_policy(&format!("scale-{p:04}"), region, &machines, false)
+            let mut policy = drain_policy(&format!("scale-{p:04}"), region, &machines, false);
+            policy.poll_interval = SCALE_POLL_INTERVAL;
+            policy
         })
         .collect()
 }

@@ -50,12 +50,13 @@ pub struct ScaleResult {
     pub bound: Bound,
     /// cycle ≤ 1.1 × time_min.
     pub within_bound_plus_10pct: bool,
+    /// AWS calls until the end of the cycle.
     pub calls: Calls,
     pub correctness: Correctness,
     pub timed_out: bool,
 }
 
-pub const HOW: &str = "1 policy per 5 state machines, local::run (pollInterval 10s) in this \
+pub const HOW: &str = "1 policy per 5 state machines, local::run (pollInterval 1m, longer than a cycle) in this \
 process, emulator in a child process; cycle = until every policy had one complete poll (all \
 machines listed, every redrive answered); CPU from getrusage(RUSAGE_SELF), peak RSS = VmHWM";
 
@@ -140,6 +141,16 @@ impl Emu {
         match self {
             Emu::Child { endpoint, .. } => endpoint.clone(),
             Emu::InProcess(h) => h.endpoint.clone(),
+        }
+    }
+
+    async fn stats(&self) -> Result<Stats, String> {
+        match self {
+            Emu::InProcess(h) => Ok(h.stats()),
+            Emu::Child { endpoint, .. } => {
+                let stats = http_get(endpoint, "/_emulator/stats").await?;
+                serde_json::from_slice(&stats).map_err(|e| format!("stats: {e}"))
+            }
         }
     }
 
@@ -308,11 +319,14 @@ pub async fn run(
             sys::cpu_time().since(&cpu0),
             sys::peak_rss_kib(),
         );
+        // The calls of the cycle: polls go on until the loop has seen `stop`.
+        let at_cycle_end = emu.stats().await;
         let _ = stop_tx.send(true);
-        (timed_out, measured)
+        (timed_out, measured, at_cycle_end)
     };
-    let (_, (timed_out, (cycle_s, cpu, peak))) = tokio::join!(run, watch);
-    let (ledger, stats) = emu.ledger_and_stats().await?;
+    let (_, (timed_out, (cycle_s, cpu, peak), at_cycle_end)) = tokio::join!(run, watch);
+    let (ledger, _) = emu.ledger_and_stats().await?;
+    let stats = at_cycle_end?;
     let in_process = matches!(emu, Emu::InProcess(_));
     emu.stop().await;
     let correctness = check::check(&ledger, &eligible);
