@@ -8,6 +8,8 @@
 # ${REDRIVE_CACHE:-$HOME/.cache/redrive-operator}: the first run pays ~10 minutes for them.
 # The static musl release build (the Dockerfile's build stage) is cached there too; it needs
 # rustup (adds the musl target once) and Debian's musl-tools (installed when running as root).
+# The cargo-fuzz targets run for REDRIVE_FUZZ_SECONDS (30) each with the nightly toolchain;
+# cargo-fuzz and the fuzz build are cached there as well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,9 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --locked --no-fail-fast
+
+step "cargo fuzz: policy documents and emulator requests, ${REDRIVE_FUZZ_SECONDS:-30} s each (scripts/fuzz.sh; build cached)"
+scripts/fuzz.sh "${REDRIVE_FUZZ_SECONDS:-30}"
 
 step "static musl release build: the Dockerfile's build stage without Docker (scripts/build-musl.sh)"
 # Cached like the control plane, so only the first run pays the cold release build.

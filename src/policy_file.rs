@@ -86,7 +86,7 @@ pub fn parse_documents(path: &Path, text: &str) -> Vec<Result<Policy, LoadError>
                 file: path.to_path_buf(),
                 document: 0,
                 policy: None,
-                message: format!("not valid YAML or JSON: {}", one_line(&e.to_string())),
+                message: one_line(&format!("not valid YAML or JSON: {e}")),
             })];
         }
     };
@@ -121,7 +121,9 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
             format!("{namespace}/{n}")
         }
     });
-    let fail = |m: String| Err((display.clone(), m));
+    // Every rejection goes through `one_line`: several quote the offending value or key
+    // (`apiVersion`, `kind`, durations, undeclared fields), which may be kilobytes long.
+    let fail = |m: String| Err((display.clone(), one_line(&m)));
     if !doc.is_object() {
         return fail("a RedrivePolicy document must be a mapping".into());
     }
@@ -138,6 +140,8 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
     if let Some(field) = undeclared_field(&doc) {
         // As the API server answers `kubectl apply --validate=strict`; ignoring a typo such as
         // `rolearn` would silently act with the operator's own identity.
+        // Cut the (up to 1,024-character) key, not the reason, when the message is capped.
+        let field = shorten(&field, MAX_MESSAGE / 2);
         return fail(format!("{field}: field not declared in schema"));
     }
     let obj: RedrivePolicy = match serde_path_to_error::deserialize(doc) {
@@ -165,7 +169,7 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
             .unwrap_or_else(|| "CEL validation failed".into());
         return fail(first);
     }
-    Policy::from_resource(&obj).map_err(|e| (display.clone(), e.to_string()))
+    Policy::from_resource(&obj).map_err(|e| (display.clone(), one_line(&e.to_string())))
 }
 
 /// The first field of `doc` that the CRD's schema does not declare (`spec.maxRedrive`).
@@ -203,13 +207,80 @@ fn undeclared_field(doc: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// Longest rejection message, in characters (an ellipsis marks a cut).
+const MAX_MESSAGE: usize = 512;
+
 /// One line of at most `MAX_MESSAGE` characters: serde and YAML errors quote the offending
 /// value, which may be a 64 KiB string.
 fn one_line(s: &str) -> String {
-    const MAX_MESSAGE: usize = 512;
-    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(MAX_MESSAGE) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line,
+    shorten(
+        &s.split_whitespace().collect::<Vec<_>>().join(" "),
+        MAX_MESSAGE,
+    )
+}
+
+/// `s` cut to `max` characters, an ellipsis marking the cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found with the message-length property of fuzz/fuzz_targets/policy_document.rs:
+    /// rejections quoting an over-long value were not capped, e.g. a 64 KiB `apiVersion` came
+    /// back whole.
+    #[test]
+    fn rejection_messages_are_capped_and_name_the_field() {
+        let long = "x".repeat(65_536);
+        let valid = "apiVersion: redrive.dev/v1alpha1\nkind: RedrivePolicy\nmetadata: {name: p}\n\
+                     spec:\n  stepFunctions: {region: us-east-1, selector: {nameRegex: a}}\n";
+        let cases = [
+            (
+                format!("apiVersion: {long}\nkind: RedrivePolicy\n"),
+                "apiVersion: ",
+            ),
+            (
+                format!("apiVersion: redrive.dev/v1alpha1\nkind: {long}\n"),
+                "kind: ",
+            ),
+            (
+                format!("{valid}  window: {{minAge: \"1{long}\"}}\n"),
+                "spec.window.minAge: ",
+            ),
+            (
+                format!("{valid}  \"{}\": 1\n", "k".repeat(1000)),
+                "spec.kkkk",
+            ),
+            (format!("{valid}\"{}\": 1\n", "t".repeat(1000)), "tttt"),
+            (
+                format!("{valid}  maxRedrives: \"{long}\"\n"),
+                "spec.maxRedrives: ",
+            ),
+            (format!("{long}: [\n"), "not valid YAML or JSON: "),
+        ];
+        for (text, head) in cases {
+            let results = parse_documents(Path::new("p.yaml"), &text);
+            let [Err(e)] = &results[..] else {
+                panic!("{head}: expected one rejection, got {results:?}");
+            };
+            assert!(e.message.starts_with(head), "{head}: {:?}", e.message);
+            if head.ends_with("kkkk") || head == "tttt" {
+                assert!(
+                    e.message.ends_with("…: field not declared in schema"),
+                    "{:?}",
+                    e.message
+                );
+            }
+            assert!(
+                e.message.chars().count() <= MAX_MESSAGE + 1,
+                "{head}: message of {} characters",
+                e.message.chars().count()
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Reliability (issue 7, item 6): hostile and sloppy input.
 //!
-//! Property tests stand in for `cargo fuzz` (which needs a nightly toolchain; see
-//! docs/reliability.md):
+//! Property tests of the same entry points as the `cargo fuzz` targets in fuzz/ (run by
+//! scripts/fuzz.sh; see docs/reliability.md), with generated rather than mutated inputs:
 //! - RedrivePolicy documents of right and wrong shapes, through the local-mode validation path
 //!   (`policy_file::parse_policy`: the CRD's CEL rules client-side, then `Policy::from_resource`)
 //!   and YAML text through `policy_file::parse_documents`: every input is accepted (and then
@@ -790,25 +790,6 @@ async fn raw_http_and_sts_forms_never_break_the_server() {
         &[
             ("seed", seed.to_string()),
             ("requests", answered.to_string()),
-        ],
-    );
-}
-
-/// `cargo fuzz` would need a nightly toolchain; record whether one is installed so the report
-/// says why the proptests stand in (docs/reliability.md).
-#[test]
-fn fuzz_figures() {
-    let nightly = std::process::Command::new("rustup")
-        .args(["toolchain", "list"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("nightly"))
-        .unwrap_or(false);
-    figures(
-        "fuzz_setup",
-        &[
-            ("nightly_toolchain", nightly.to_string()),
-            ("policy_cases", (cases(300) * 3).to_string()),
-            ("emulator_cases", (cases(500) * 3).to_string()),
         ],
     );
 }
