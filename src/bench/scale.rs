@@ -154,16 +154,12 @@ impl Emu {
         }
     }
 
-    async fn ledger_and_stats(&self) -> Result<(Vec<LedgerEntry>, Stats), String> {
+    async fn ledger(&self) -> Result<Vec<LedgerEntry>, String> {
         match self {
-            Emu::InProcess(h) => Ok((h.ledger(), h.stats())),
+            Emu::InProcess(h) => Ok(h.ledger()),
             Emu::Child { endpoint, .. } => {
                 let ledger = http_get(endpoint, "/_emulator/ledger").await?;
-                let stats = http_get(endpoint, "/_emulator/stats").await?;
-                Ok((
-                    serde_json::from_slice(&ledger).map_err(|e| format!("ledger: {e}"))?,
-                    serde_json::from_slice(&stats).map_err(|e| format!("stats: {e}"))?,
-                ))
+                serde_json::from_slice(&ledger).map_err(|e| format!("ledger: {e}"))
             }
         }
     }
@@ -325,7 +321,7 @@ pub async fn run(
         (timed_out, measured, at_cycle_end)
     };
     let (_, (timed_out, (cycle_s, cpu, peak), at_cycle_end)) = tokio::join!(run, watch);
-    let (ledger, _) = emu.ledger_and_stats().await?;
+    let ledger = emu.ledger().await?;
     let stats = at_cycle_end?;
     let in_process = matches!(emu, Emu::InProcess(_));
     emu.stop().await;
