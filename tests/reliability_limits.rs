@@ -59,53 +59,46 @@ impl MemoryCgroup {
                 .any(|c| c == "memory")
                 .then(|| path.to_string())
         });
-        let attempts: Vec<(std::path::PathBuf, bool)> = match v1 {
-            Some(path) => vec![(
-                std::path::Path::new("/sys/fs/cgroup/memory")
-                    .join(path.trim_start_matches('/'))
-                    .join(&name),
+        let (parent, v2) = match v1 {
+            Some(path) => (
+                std::path::Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')),
                 false,
-            )],
-            None => own
-                .lines()
-                .filter_map(|l| l.strip_prefix("0::"))
-                .map(|path| {
-                    (
-                        std::path::Path::new("/sys/fs/cgroup")
-                            .join(path.trim_start_matches('/'))
-                            .join(&name),
-                        true,
-                    )
-                })
-                .collect(),
+            ),
+            None => {
+                let path = own
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .ok_or("no memory controller in /proc/self/cgroup")?;
+                (
+                    std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+                    true,
+                )
+            }
         };
-        let mut why = String::from("no memory controller in /proc/self/cgroup");
-        for (dir, v2) in attempts {
-            let write = |file: &str, value: &str| {
-                std::fs::write(dir.join(file), value).map_err(|e| format!("{file}: {e}"))
-            };
-            let made = std::fs::create_dir(&dir)
-                .map_err(|e| format!("mkdir {}: {e}", dir.display()))
-                .and_then(|()| {
-                    if v2 {
-                        write("memory.max", &limit.to_string())?;
-                        write("memory.swap.max", "0")
-                    } else {
-                        write("memory.limit_in_bytes", &limit.to_string())?;
-                        // Absent when swap accounting is off; then there is no swap to escape to.
-                        let _ = write("memory.memsw.limit_in_bytes", &limit.to_string());
-                        Ok(())
-                    }
-                });
-            match made {
-                Ok(()) => return Ok(MemoryCgroup { dir, v2 }),
-                Err(e) => {
-                    let _ = std::fs::remove_dir(&dir);
-                    why = e;
+        let dir = parent.join(&name);
+        let write = |file: &str, value: &str| {
+            std::fs::write(dir.join(file), value).map_err(|e| format!("{file}: {e}"))
+        };
+        let made = std::fs::create_dir(&dir)
+            .map_err(|e| format!("mkdir {}: {e}", dir.display()))
+            .and_then(|()| {
+                if v2 {
+                    write("memory.max", &limit.to_string())?;
+                    write("memory.swap.max", "0")
+                } else {
+                    write("memory.limit_in_bytes", &limit.to_string())?;
+                    // Absent when swap accounting is off; then there is no swap to escape to.
+                    let _ = write("memory.memsw.limit_in_bytes", &limit.to_string());
+                    Ok(())
                 }
+            });
+        match made {
+            Ok(()) => Ok(MemoryCgroup { dir, v2 }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
             }
         }
-        Err(why)
     }
 
     /// `program args...` started inside the cgroup (the shell joins it, then execs).
@@ -120,15 +113,15 @@ impl MemoryCgroup {
 
     /// OOM kills inside the cgroup so far (None if the kernel does not report them).
     fn oom_kills(&self) -> Option<u64> {
-        let (file, key) = if self.v2 {
-            ("memory.events", "oom_kill")
+        let file = if self.v2 {
+            "memory.events"
         } else {
-            ("memory.oom_control", "oom_kill")
+            "memory.oom_control"
         };
         std::fs::read_to_string(self.dir.join(file))
             .ok()?
             .lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .find_map(|l| l.strip_prefix("oom_kill")?.trim().parse().ok())
     }
 
     /// Peak memory charged to the cgroup (RSS plus page cache), bytes.
