@@ -23,11 +23,10 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redrive_operator::emulator::{self, EmulatorConfig, EmulatorState, Scenario};
-use redrive_operator::engine::{
-    self, BudgetState, Candidate, Details, Redrivability, RunStatus, TargetLimits,
-};
-use redrive_operator::policy::{AWS_REDRIVE_PERIOD, Policy};
+use redrive_operator::engine::{self, BudgetState, Candidate, Details, Redrivability, RunStatus};
+use redrive_operator::policy::Policy;
 use redrive_operator::policy_file::{parse_documents, parse_policy};
+use redrive_operator::target::stepfunctions;
 use reliability_common::*;
 use serde_json::{Value, json};
 
@@ -353,17 +352,18 @@ fn candidates(now: Timestamp) -> Vec<Candidate> {
 /// Accepted policies must be usable: plan them on hostile candidates.
 fn exercise(policy: &Policy) -> usize {
     let now = Timestamp::now();
-    let limits = TargetLimits {
-        redrive_period: Some((AWS_REDRIVE_PERIOD, "period")),
-        max_open_time: Some((Duration::from_secs(365 * 86_400), "max")),
-        not_before: None,
-    };
     let budget = BudgetState {
         rate_available: policy.redrives_per_minute,
         rate_next_at: Some(now),
         running_redriven: Some(0),
     };
-    let plan = engine::plan(&candidates(now), policy, now, &limits, &budget);
+    let plan = engine::plan(
+        &candidates(now),
+        policy,
+        now,
+        &stepfunctions::LIMITS,
+        &budget,
+    );
     if let Some(sel) = &policy.selector {
         let _ = sel.matches_name(&"a".repeat(80));
     }

@@ -12,13 +12,13 @@
 #![no_main]
 
 use std::path::Path;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use libfuzzer_sys::{Corpus, fuzz_target};
 use redrive_operator::engine::{self, BudgetState, Candidate, Details, Redrivability, RunStatus};
-use redrive_operator::policy::{AWS_REDRIVE_PERIOD, Policy};
+use redrive_operator::policy::Policy;
 use redrive_operator::policy_file::{LoadError, parse_documents};
+use redrive_operator::target::stepfunctions;
 
 /// Longest rejection message in characters: `policy_file` cuts messages at 512 characters and
 /// marks the cut with an ellipsis.
@@ -78,17 +78,12 @@ fn exercise(policy: &Policy) {
         mk(2, RunStatus::Aborted, 999, ""),
         mk(30, RunStatus::Failed, u32::MAX, "ValidationError"),
     ];
-    let limits = engine::TargetLimits {
-        redrive_period: Some((AWS_REDRIVE_PERIOD, "period")),
-        max_open_time: Some((Duration::from_secs(365 * 86_400), "max")),
-        not_before: None,
-    };
     let budget = BudgetState {
         rate_available: policy.redrives_per_minute,
         rate_next_at: Some(now),
         running_redriven: Some(0),
     };
-    let plan = engine::plan(&candidates, policy, now, &limits, &budget);
+    let plan = engine::plan(&candidates, policy, now, &stepfunctions::LIMITS, &budget);
     assert_eq!(
         plan.entries.len(),
         candidates.len(),

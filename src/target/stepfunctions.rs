@@ -35,6 +35,13 @@ pub const REASON_BEFORE_LAUNCH: &str =
 /// RedriveExecution launched on 2023-11-15; older executions can never be redriven.
 pub const REDRIVE_LAUNCH: Timestamp = Timestamp::constant(1_700_006_400, 0);
 
+/// Step Functions' own redrive limits, each with the reason AWS gives when it applies.
+pub const LIMITS: TargetLimits = TargetLimits {
+    redrive_period: Some((AWS_REDRIVE_PERIOD, REASON_PERIOD_EXCEEDED)),
+    max_open_time: Some((Duration::from_secs(365 * 86_400), REASON_MAX_TIME)),
+    not_before: Some((REDRIVE_LAUNCH, REASON_BEFORE_LAUNCH)),
+};
+
 const LIST_PAGE_SIZE: i32 = 1000;
 /// State machines listed at once within one policy (ListExecutions refills at 2-5 calls/s).
 const LIST_CONCURRENCY: usize = 4;
@@ -50,16 +57,7 @@ struct StateMachineInfo {
 /// A value and when it was fetched.
 type Cached<T> = (Instant, T);
 
-/// The APIs the adapter calls, each with its own client (see [`ApiClients`]).
-const APIS: [&str; 5] = [
-    "ListExecutions",
-    "DescribeExecution",
-    "RedriveExecution",
-    "ListStateMachines",
-    "ListTagsForResource",
-];
-
-/// One client per API, each in its own retry partition `<account key>/<API>`.
+/// One client per API the adapter calls, each in its own retry partition `<account key>/<API>`.
 ///
 /// AWS throttles every API with its own token bucket (DescribeExecution refills at 10–15/s,
 /// RedriveExecution at 150–300/s). The SDK's adaptive retry mode keeps one client-side rate
@@ -67,28 +65,31 @@ const APIS: [&str; 5] = [
 /// RedriveExecution to ~15/s as well (measured by redrive-bench: 83% of the quota bound with an
 /// error filter). Partitions are process-wide and keyed by name, so every policy of the same
 /// account and region shares one limiter per API, as they share AWS's bucket.
-struct ApiClients(HashMap<&'static str, aws_sdk_sfn::Client>);
+struct ApiClients {
+    list_executions: aws_sdk_sfn::Client,
+    describe_execution: aws_sdk_sfn::Client,
+    redrive_execution: aws_sdk_sfn::Client,
+    list_state_machines: aws_sdk_sfn::Client,
+    list_tags_for_resource: aws_sdk_sfn::Client,
+}
 
 impl ApiClients {
     fn new(client: &aws_sdk_sfn::Client, partition_key: &str) -> Self {
-        ApiClients(
-            APIS.iter()
-                .map(|api| {
-                    let conf = client
-                        .config()
-                        .to_builder()
-                        .retry_partition(RetryPartition::new(format!("{partition_key}/{api}")))
-                        .build();
-                    (*api, aws_sdk_sfn::Client::from_conf(conf))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, api: &'static str) -> &aws_sdk_sfn::Client {
-        self.0
-            .get(api)
-            .expect("every API the adapter calls has a client")
+        let partitioned = |api: &str| {
+            let conf = client
+                .config()
+                .to_builder()
+                .retry_partition(RetryPartition::new(format!("{partition_key}/{api}")))
+                .build();
+            aws_sdk_sfn::Client::from_conf(conf)
+        };
+        ApiClients {
+            list_executions: partitioned("ListExecutions"),
+            describe_execution: partitioned("DescribeExecution"),
+            redrive_execution: partitioned("RedriveExecution"),
+            list_state_machines: partitioned("ListStateMachines"),
+            list_tags_for_resource: partitioned("ListTagsForResource"),
+        }
     }
 }
 
@@ -102,8 +103,8 @@ pub struct StepFunctions {
 
 impl StepFunctions {
     /// `partition_key` names the AWS account and region the client's credentials reach (e.g.
-    /// `eu-west-1/arn:aws:iam::123456789012:role/x`): clients with the same key share the
-    /// client-side rate limiters of the SDK's adaptive retry mode.
+    /// `redrive-sfn/eu-west-1/arn:aws:iam::123456789012:role/x`): clients with the same key share
+    /// the client-side rate limiters of the SDK's adaptive retry mode.
     pub fn new(client: aws_sdk_sfn::Client, partition_key: &str, discovery_ttl: Duration) -> Self {
         Self {
             clients: ApiClients::new(&client, partition_key),
@@ -122,7 +123,7 @@ impl StepFunctions {
         let mut out = Vec::new();
         let mut pages = self
             .clients
-            .get("ListStateMachines")
+            .list_state_machines
             .list_state_machines()
             .max_results(LIST_PAGE_SIZE)
             .into_paginator()
@@ -149,7 +150,7 @@ impl StepFunctions {
         }
         let out = self
             .clients
-            .get("ListTagsForResource")
+            .list_tags_for_resource
             .list_tags_for_resource()
             .resource_arn(arn)
             .send()
@@ -214,7 +215,7 @@ impl StepFunctions {
         loop {
             let page = self
                 .clients
-                .get("ListExecutions")
+                .list_executions
                 .list_executions()
                 .state_machine_arn(sm)
                 .status_filter(status.clone())
@@ -259,7 +260,7 @@ impl StepFunctions {
         let mut n = 0u32;
         let mut pages = self
             .clients
-            .get("ListExecutions")
+            .list_executions
             .list_executions()
             .state_machine_arn(sm)
             .status_filter(ExecutionStatus::Running)
@@ -281,11 +282,7 @@ impl Target for StepFunctions {
     }
 
     fn limits(&self) -> TargetLimits {
-        TargetLimits {
-            redrive_period: Some((AWS_REDRIVE_PERIOD, REASON_PERIOD_EXCEEDED)),
-            max_open_time: Some((Duration::from_secs(365 * 86_400), REASON_MAX_TIME)),
-            not_before: Some((REDRIVE_LAUNCH, REASON_BEFORE_LAUNCH)),
-        }
+        LIMITS
     }
 
     async fn discover(&self, policy: &Policy, now: Timestamp) -> Result<Discovery, TargetError> {
@@ -342,7 +339,7 @@ impl Target for StepFunctions {
     async fn describe(&self, candidate: &Candidate) -> Result<Details, TargetError> {
         let out = self
             .clients
-            .get("DescribeExecution")
+            .describe_execution
             .describe_execution()
             .execution_arn(&candidate.id)
             .send()
@@ -383,7 +380,7 @@ impl Target for StepFunctions {
     ) -> Result<RedriveOutcome, TargetError> {
         let result = self
             .clients
-            .get("RedriveExecution")
+            .redrive_execution
             .redrive_execution()
             .execution_arn(&candidate.id)
             .client_token(client_token)
