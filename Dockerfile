@@ -18,6 +18,8 @@ RUN rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src/ src/
+# Workspace members: `--locked` needs every member's manifest; the emulator backs `demo`.
+COPY crates/ crates/
 COPY examples/ examples/
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -23,10 +23,10 @@ step "control-plane binaries (scripts/control-plane.sh install; cached after the
 scripts/control-plane.sh install
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --locked --no-fail-fast
+cargo test --locked --workspace --no-fail-fast
 
 step "cargo fuzz: policy documents and emulator requests, ${REDRIVE_FUZZ_SECONDS:-30} s each (scripts/fuzz.sh; build cached)"
 scripts/fuzz.sh "${REDRIVE_FUZZ_SECONDS:-30}"

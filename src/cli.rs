@@ -53,7 +53,8 @@ pub enum Command {
     /// Run the redrive loop: on RedrivePolicy objects in the cluster, or with -f on policy files.
     Run(Box<RunArgs>),
     /// Run a policy against the built-in Step Functions emulator and show what happens.
-    Demo(DemoArgs),
+    #[cfg(feature = "demo")]
+    Demo(crate::demo::DemoArgs),
 }
 
 /// AWS access settings shared by `plan` and `run`.
@@ -247,17 +248,6 @@ pub struct ClusterArgs {
     pub kube_heartbeat: Duration,
 }
 
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// How long the demo runs.
-    #[arg(long, env = "REDRIVE_DEMO_DURATION", default_value = "35s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-
-    /// Print every decision instead of a sample per poll.
-    #[arg(long, env = "REDRIVE_DEMO_VERBOSE")]
-    pub verbose: bool,
-}
-
 /// Entry point of the `redrive-operator` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -288,6 +278,7 @@ pub fn main() -> ExitCode {
             }
             Command::Plan(args) => plan(*args).await,
             Command::Run(args) => run(*args).await,
+            #[cfg(feature = "demo")]
             Command::Demo(args) => crate::demo::run(args).await,
         }
     })

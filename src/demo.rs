@@ -12,14 +12,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::cli::DemoArgs;
-use crate::emulator::{self, EmulatorConfig, QuotaPreset, Scenario};
+use std::time::Duration;
+
 use crate::engine::{Decision, Reason};
 use crate::local::{self, PollObserver};
 use crate::output::{self, relative, short_name, thousands};
 use crate::policy::Policy;
 use crate::policy_file::parse_documents;
 use crate::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
+use clap::Args;
+use redrive_emulator::{self as emulator, EmulatorConfig, QuotaPreset, Scenario};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How long the demo runs.
+    #[arg(long, env = "REDRIVE_DEMO_DURATION", default_value = "35s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Print every decision instead of a sample per poll.
+    #[arg(long, env = "REDRIVE_DEMO_VERBOSE")]
+    pub verbose: bool,
+}
 
 /// The policy the demo runs (also in `examples/demo-policy.yaml`).
 pub const DEMO_POLICY: &str = include_str!("../examples/demo-policy.yaml");

@@ -5,21 +5,21 @@
 //! - [`policy`], [`policy_file`]: validated, typed view of a policy (durations parsed, regexes
 //!   compiled), from the cluster or from files.
 //! - [`engine`]: pure decision logic: candidates + policy + clock -> plan.
-//! - [`target`]: adapters per workflow service (Step Functions today).
+//! - [`targets`]: adapters per workflow service.
 //! - [`reconcile`]: one poll of one policy (shared by local mode and the controller).
 //! - [`local`], [`controller`], [`leader`]: local mode, in-cluster mode, leader election.
 //! - [`aws`], [`tenancy`]: SDK clients and credentials, role allowlist.
 //! - [`metrics`], [`admin`], [`telemetry`]: Prometheus metrics, health endpoints, logs.
-//! - [`emulator`]: the Step Functions emulator used by tests, `demo` and the benchmark.
+//! - [`demo`] (feature `demo`, on by default): local mode against the embedded emulator
+//!   (crate `redrive-emulator`, also used by the tests and `redrive-bench`).
 
 pub mod admin;
 pub mod aws;
-pub mod bench;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod emulator;
 pub mod engine;
 pub mod leader;
 pub mod local;
@@ -28,6 +28,6 @@ pub mod output;
 pub mod policy;
 pub mod policy_file;
 pub mod reconcile;
-pub mod target;
+pub mod targets;
 pub mod telemetry;
 pub mod tenancy;

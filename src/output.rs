@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::aws::{AttemptResult, CallCounter};
 use crate::engine::{Decision, PlanEntry, Reason};
 use crate::reconcile::PollReport;
-use crate::target::WorkflowIssue;
+use crate::targets::WorkflowIssue;
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {

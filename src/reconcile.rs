@@ -16,8 +16,8 @@ use crate::aws::{AwsSettings, CallCounter, sdk_config, sfn_client};
 use crate::engine::{self, BudgetState, Candidate, Details, Plan, RateBucket};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyId};
-use crate::target::stepfunctions::StepFunctions;
-use crate::target::{ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
+use crate::targets::stepfunctions::StepFunctions;
+use crate::targets::{ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
 
 /// How many recent redrives a policy remembers (and shows in status).
 pub const RECENT_LIMIT: usize = 20;

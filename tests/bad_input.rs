@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use redrive_operator::emulator::{self, EmulatorConfig, ExecutionSpec, Scenario, StateMachineSpec};
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, ExecutionSpec, Scenario, StateMachineSpec,
+};
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);

@@ -11,10 +11,10 @@ mod support;
 use std::time::Duration;
 
 use kube::api::Api;
-use redrive_operator::crd::RedrivePolicy;
-use redrive_operator::emulator::{
-    self, EmulatorConfig, EmulatorHandle, ExecutionSpec, Scenario, StateMachineSpec,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, EmulatorHandle, ExecutionSpec, Scenario, StateMachineSpec,
 };
+use redrive_operator::crd::RedrivePolicy;
 use serde_json::{Value, json};
 use support::*;
 
@@ -78,7 +78,7 @@ fn orders_scenario(n: u32) -> Scenario {
     // Input and cause carry secret-looking values: they must never reach status or events.
     sm = sm.execution(
         ExecutionSpec::new("bad-input")
-            .outcomes([redrive_operator::emulator::Outcome::fail_with(
+            .outcomes([redrive_emulator::Outcome::fail_with(
                 "ValidationError",
                 "token=sk_live_LEAKCHECK",
             )])
@@ -912,7 +912,7 @@ fn sa_kubeconfig(c: &Cluster, dir: &std::path::Path, token: &str) -> std::path::
 /// operator's role allowlist denies clearly.
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_are_assumed_per_namespace_and_denied_outside_their_trust() {
-    use redrive_operator::emulator::RoleSpec;
+    use redrive_emulator::RoleSpec;
     let role_a = "arn:aws:iam::123456789012:role/team-a-redriver";
     let role_b = "arn:aws:iam::123456789012:role/team-b-redriver";
     let scenario = orders_scenario(2)

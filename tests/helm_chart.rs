@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use redrive_operator::emulator::{
-    self, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig, Scenario, StateMachineSpec,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig, Scenario,
+    StateMachineSpec,
 };
 use serde_json::{Value, json};
 use support::*;

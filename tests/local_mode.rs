@@ -5,9 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use redrive_operator::emulator::{
-    self, EmulatorConfig, ExecutionSpec, FaultConfig, GenerateSpec, Outcome, QuotaPreset, Scenario,
-    StateMachineSpec,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, ExecutionSpec, FaultConfig, GenerateSpec, Outcome,
+    QuotaPreset, Scenario, StateMachineSpec,
 };
 use serde_json::Value;
 use support::*;
@@ -276,7 +276,7 @@ fn backlog(machines: usize, per_machine: u32) -> Scenario {
         ..Scenario::default()
     };
     // The hardest case for duplicates: a redriven execution fails again immediately.
-    s.defaults.redrive_run_time = redrive_operator::emulator::Dur::secs(0);
+    s.defaults.redrive_run_time = redrive_emulator::Dur::secs(0);
     s
 }
 

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use operator::{OperatorProcess, admin_addr_in, http_get, metric_sum, wait_until};
-use redrive_operator::emulator::{
-    self, EmulatorConfig, ExecutionSpec, GenerateSpec, Outcome, QuotaPreset, Scenario,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, ExecutionSpec, GenerateSpec, Outcome, QuotaPreset, Scenario,
     StateMachineSpec,
 };
 use support::*;

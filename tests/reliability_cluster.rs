@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use kube::api::Api;
 use rand::Rng;
-use redrive_operator::crd::RedrivePolicy;
-use redrive_operator::emulator::{
-    self, Dur, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig, GenerateSpec, Outcome,
-    RoleSpec, Scenario, StateMachineSpec,
+use redrive_emulator::{
+    self as emulator, Dur, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig,
+    GenerateSpec, Outcome, RoleSpec, Scenario, StateMachineSpec,
 };
+use redrive_operator::crd::RedrivePolicy;
 use reliability_common::*;
 use serde_json::{Value, json};
 use support::*;

@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use redrive_operator::emulator::{
-    self, Dur, EmulatorConfig, EmulatorHandle, ExecutionStatus, FaultConfig, GenerateSpec,
-    LedgerOutcome, Outcome, Scenario, StateMachineSpec,
+use redrive_emulator::{
+    self as emulator, Dur, EmulatorConfig, EmulatorHandle, ExecutionStatus, FaultConfig,
+    GenerateSpec, LedgerOutcome, Outcome, Scenario, StateMachineSpec,
 };
 use reliability_common::*;
 use support::*;

@@ -22,15 +22,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use redrive_operator::emulator::{
-    self, Dur, EmulatorConfig, EmulatorHandle, ExecutionSpec, ExecutionStatus, FaultConfig,
-    GenerateSpec, LedgerOutcome, Outcome, QuotaPreset, RoleSpec, Scenario, StateMachineSpec,
+use redrive_emulator::{
+    self as emulator, Dur, EmulatorConfig, EmulatorHandle, ExecutionSpec, ExecutionStatus,
+    FaultConfig, GenerateSpec, LedgerOutcome, Outcome, QuotaPreset, RoleSpec, Scenario,
+    StateMachineSpec,
 };
 use redrive_operator::engine::{Candidate, Details, TargetLimits, client_token};
 use redrive_operator::policy::Policy;
 use redrive_operator::reconcile::{Context, PolicyState, PollReport, PollSettings, poll};
-use redrive_operator::target::stepfunctions::StepFunctions;
-use redrive_operator::target::{Discovery, RedriveOutcome, Target, TargetError};
+use redrive_operator::targets::stepfunctions::StepFunctions;
+use redrive_operator::targets::{Discovery, RedriveOutcome, Target, TargetError};
 use reliability_common::*;
 use serde_json::json;
 use support::*;

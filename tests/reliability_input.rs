@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redrive_operator::emulator::{self, EmulatorConfig, EmulatorState, Scenario};
+use redrive_emulator::{self as emulator, EmulatorConfig, EmulatorState, Scenario};
 use redrive_operator::engine::{self, BudgetState, Candidate, Details, Redrivability, RunStatus};
 use redrive_operator::policy::Policy;
 use redrive_operator::policy_file::{parse_documents, parse_policy};
-use redrive_operator::target::stepfunctions;
+use redrive_operator::targets::stepfunctions;
 use reliability_common::*;
 use serde_json::{Value, json};
 

@@ -154,7 +154,7 @@ struct ChildEmulator {
 }
 
 impl ChildEmulator {
-    fn start(program: &str, args: &[&str]) -> Self {
+    fn start(program: &std::path::Path, args: &[&str]) -> Self {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -239,7 +239,7 @@ async fn the_real_poll_loop_does_not_grow_memory() {
     let file = dir.path().join("scenario.json");
     std::fs::write(&file, scenario.to_string()).unwrap();
     let emu = ChildEmulator::start(
-        env!("CARGO_BIN_EXE_redrive-emulator"),
+        &support::emulator_bin(),
         &["--scenario", file.to_str().unwrap()],
     );
 
@@ -349,7 +349,7 @@ async fn the_real_poll_loop_does_not_grow_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_scenario_stays_under_128_mib() {
     let _serial = SERIAL.lock().await;
-    use redrive_operator::bench::data;
+    use redrive_bench::data;
     const REGION: &str = "ca-central-1";
     // The benchmark's scale phase (1,000 policies), in CI as well.
     let (policies, per, executions) = (1000, 5, 100_000);
@@ -358,7 +358,7 @@ async fn scale_scenario_stays_under_128_mib() {
     let scenario_file = dir.path().join("scale.json");
     std::fs::write(&scenario_file, serde_json::to_string(&scenario).unwrap()).unwrap();
     let emu = ChildEmulator::start(
-        env!("CARGO_BIN_EXE_redrive-emulator"),
+        &support::emulator_bin(),
         &[
             "--scenario",
             scenario_file.to_str().unwrap(),
@@ -564,7 +564,7 @@ impl Churn {
     }
 }
 
-impl redrive_operator::target::Target for Churn {
+impl redrive_operator::targets::Target for Churn {
     fn name(&self) -> &'static str {
         "churn"
     }
@@ -575,8 +575,8 @@ impl redrive_operator::target::Target for Churn {
         &self,
         _: &Policy,
         now: jiff::Timestamp,
-    ) -> Result<redrive_operator::target::Discovery, redrive_operator::target::TargetError> {
-        Ok(redrive_operator::target::Discovery {
+    ) -> Result<redrive_operator::targets::Discovery, redrive_operator::targets::TargetError> {
+        Ok(redrive_operator::targets::Discovery {
             workflows: vec![support::sm_arn("churn")],
             candidates: self.candidates(now),
             issues: Vec::new(),
@@ -585,7 +585,7 @@ impl redrive_operator::target::Target for Churn {
     async fn describe(
         &self,
         c: &redrive_operator::engine::Candidate,
-    ) -> Result<redrive_operator::engine::Details, redrive_operator::target::TargetError> {
+    ) -> Result<redrive_operator::engine::Details, redrive_operator::targets::TargetError> {
         let permanent = c.id.ends_with('7');
         Ok(redrive_operator::engine::Details {
             error: Some(
@@ -603,16 +603,16 @@ impl redrive_operator::target::Target for Churn {
     async fn running_redriven(
         &self,
         _: &[String],
-    ) -> Result<u32, redrive_operator::target::TargetError> {
+    ) -> Result<u32, redrive_operator::targets::TargetError> {
         Ok(0)
     }
     async fn redrive(
         &self,
         _: &redrive_operator::engine::Candidate,
         _: &str,
-    ) -> Result<redrive_operator::target::RedriveOutcome, redrive_operator::target::TargetError>
+    ) -> Result<redrive_operator::targets::RedriveOutcome, redrive_operator::targets::TargetError>
     {
-        Ok(redrive_operator::target::RedriveOutcome::Redriven { at: None })
+        Ok(redrive_operator::targets::RedriveOutcome::Redriven { at: None })
     }
 }
 

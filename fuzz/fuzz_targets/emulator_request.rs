@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use redrive_operator::emulator::{
-    self, EmulatorConfig, EmulatorState, ExecutionSpec, MapRunSpec, Outcome, Scenario,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, EmulatorState, ExecutionSpec, MapRunSpec, Outcome, Scenario,
     StateMachineSpec,
 };
 use serde_json::Value;

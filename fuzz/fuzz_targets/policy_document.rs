@@ -18,7 +18,7 @@ use libfuzzer_sys::{Corpus, fuzz_target};
 use redrive_operator::engine::{self, BudgetState, Candidate, Details, Redrivability, RunStatus};
 use redrive_operator::policy::Policy;
 use redrive_operator::policy_file::{LoadError, parse_documents};
-use redrive_operator::target::stepfunctions;
+use redrive_operator::targets::stepfunctions;
 
 /// Longest rejection message in characters: `policy_file` cuts messages at 512 characters and
 /// marks the cut with an ellipsis.

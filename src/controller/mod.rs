@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::crd::{RedrivePolicy, RedrivePolicyStatus};
 use crate::policy::{Policy, PolicyId};
 use crate::reconcile::{self, PolicyState, PollReport};
-use crate::target::{ErrorCategory, RedriveOutcome};
+use crate::targets::{ErrorCategory, RedriveOutcome};
 use crate::tenancy::RoleAllowlist;
 
 /// Field manager of every status write.

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use crate::crd::{Condition, RecentRedrive, RedrivePolicyStatus, StatusCounts};
 use crate::engine::{Decision, Reason};
 use crate::reconcile::{PollReport, RECENT_LIMIT};
-use crate::target::{RedriveOutcome, WorkflowIssue};
+use crate::targets::{RedriveOutcome, WorkflowIssue};
 
 pub const READY: &str = "Ready";
 pub const SUSPENDED: &str = "Suspended";

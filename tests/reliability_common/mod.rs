@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use redrive_operator::emulator::{EmulatorHandle, LedgerEntry, LedgerOutcome};
+use redrive_emulator::{EmulatorHandle, LedgerEntry, LedgerOutcome};
 
 /// `REDRIVE_LONG=1` selects the long variants (more iterations, bigger backlogs).
 pub fn long() -> bool {

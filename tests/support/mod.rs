@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use redrive_operator::emulator::{EmulatorHandle, LedgerEntry};
+use redrive_emulator::{EmulatorHandle, LedgerEntry};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -130,4 +130,39 @@ pub fn redriven_executions(handle: &EmulatorHandle) -> std::collections::BTreeSe
         .filter(|e| e.outcome.is_redriven())
         .map(|e| e.execution_arn)
         .collect()
+}
+
+/// The `redrive-emulator` binary (a workspace crate of its own, so Cargo sets no
+/// `CARGO_BIN_EXE_` for it here): built once per test binary, next to this test's executable.
+pub fn emulator_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "redrive-emulator",
+                "--bin",
+                "redrive-emulator",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo to build redrive-emulator");
+        assert!(status.success(), "cargo build -p redrive-emulator failed");
+        // tests run from <target>/<profile>/deps/; binaries live in <target>/<profile>/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .join("redrive-emulator");
+        assert!(
+            bin.exists(),
+            "no redrive-emulator binary at {}",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
 }

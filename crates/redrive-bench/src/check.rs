@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::emulator::LedgerEntry;
+use redrive_emulator::LedgerEntry;
 
 /// Per phase: every eligible execution redriven, none twice, nothing ineligible.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -116,7 +116,7 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::LedgerOutcome;
+    use redrive_emulator::LedgerOutcome;
 
     fn entry(arn: &str, before: u32, redriven: bool) -> LedgerEntry {
         LedgerEntry {

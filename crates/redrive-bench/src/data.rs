@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::emulator::{
+use redrive_emulator::{
     ExecutionSpec, GenerateSpec, MapRunSpec, Outcome, Scenario, StateMachineSpec,
 };
-use crate::policy::Policy;
+use redrive_operator::policy::Policy;
 
 pub const ACCOUNT: &str = "123456789012";
 /// The error every eligible failure carries (matched by [`ERROR_FILTER`]).
@@ -201,12 +201,12 @@ pub fn backlog(region: &str, n: u32, m: u32) -> Backlog {
 /// A validated policy from its spec (JSON), named `name`.
 pub fn policy(name: &str, spec: serde_json::Value) -> Policy {
     let doc = json!({
-        "apiVersion": crate::policy_file::API_VERSION,
-        "kind": crate::policy_file::KIND,
+        "apiVersion": redrive_operator::policy_file::API_VERSION,
+        "kind": redrive_operator::policy_file::KIND,
         "metadata": {"name": name},
         "spec": spec,
     });
-    crate::policy_file::parse_policy(doc)
+    redrive_operator::policy_file::parse_policy(doc)
         .unwrap_or_else(|(_, e)| panic!("benchmark policy {name} is invalid: {e}"))
 }
 

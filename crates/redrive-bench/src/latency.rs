@@ -10,9 +10,9 @@ use super::Quota;
 use super::check::{self, Correctness};
 use super::data;
 use super::drain::{Calls, emulator_config};
-use crate::emulator::{self, ExecutionSpec, Outcome, Scenario, StateMachineSpec};
-use crate::local;
-use crate::reconcile::{Context, PollSettings};
+use redrive_emulator::{self as emulator, ExecutionSpec, Outcome, Scenario, StateMachineSpec};
+use redrive_operator::local;
+use redrive_operator::reconcile::{Context, PollSettings};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LatencyResult {

@@ -12,9 +12,9 @@ use aws_sdk_sfn::Client;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use redrive_operator::emulator::{
-    self, EmulatorConfig, EmulatorHandle, ExecutionSpec, LedgerOutcome, RoleSpec, Scenario,
-    StateMachineSpec, StsOutcome,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, EmulatorHandle, ExecutionSpec, LedgerOutcome, RoleSpec,
+    Scenario, StateMachineSpec, StsOutcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -18,11 +18,11 @@ use super::drain::{Calls, emulator_config};
 use super::quota::{self, Bound};
 use super::sys;
 use super::{Quota, ScaleSize};
-use crate::emulator::{self, EmulatorHandle, LedgerEntry, Stats};
-use crate::local::{self, PollObserver};
-use crate::policy::Policy;
-use crate::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
-use crate::target::WorkflowIssue;
+use redrive_emulator::{self as emulator, EmulatorHandle, LedgerEntry, Stats};
+use redrive_operator::local::{self, PollObserver};
+use redrive_operator::policy::Policy;
+use redrive_operator::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
+use redrive_operator::targets::WorkflowIssue;
 
 pub const REGION: &str = "ca-central-1";
 

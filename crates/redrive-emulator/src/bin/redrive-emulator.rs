@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use redrive_operator::emulator::{
-    self, EmulatorConfig, FaultConfig, QuotaPreset, ReplayMode, Scenario, TokenScope,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, FaultConfig, QuotaPreset, ReplayMode, Scenario, TokenScope,
     parse_duration,
 };
 

@@ -24,11 +24,11 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use plotters::style::RGBColor;
 use serde::Serialize;
 
-use crate::emulator::QuotaPreset;
 use check::Correctness;
 use drain::DrainResult;
 use idle::IdleResult;
 use latency::LatencyResult;
+use redrive_emulator::QuotaPreset;
 use scale::{ChildCommand, ScaleResult};
 
 /// A throttling preset and the factor applied to its bucket sizes and refill rates.

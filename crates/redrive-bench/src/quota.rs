@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use crate::emulator::QuotaPreset;
+use redrive_emulator::QuotaPreset;
 
 /// Bucket size and refill rate of one API under a preset and scale, exactly as the emulator
 /// applies them (size rounded, at least 1). `None`: not throttled.

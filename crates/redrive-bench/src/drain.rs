@@ -14,10 +14,10 @@ use super::Quota;
 use super::check::{self, Correctness};
 use super::data::{self, Backlog, BacklogSummary};
 use super::quota::{self, Bound};
-use crate::emulator::{self, EmulatorConfig, EmulatorHandle, Stats};
-use crate::local::{self, PollObserver};
-use crate::policy::Policy;
-use crate::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
+use redrive_emulator::{self as emulator, EmulatorConfig, EmulatorHandle, Stats};
+use redrive_operator::local::{self, PollObserver};
+use redrive_operator::policy::Policy;
+use redrive_operator::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
 
 /// Calls and throttling as the emulator counted them (every HTTP attempt).
 #[derive(Clone, Debug, Default, Serialize)]

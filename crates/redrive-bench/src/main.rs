@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use redrive_operator::bench::{self, BenchConfig, Phase, Quota, ScaleSize, scale::ChildCommand};
-use redrive_operator::emulator::{QuotaPreset, parse_duration};
+use redrive_bench::{self as bench, BenchConfig, Phase, Quota, ScaleSize, scale::ChildCommand};
+use redrive_emulator::{QuotaPreset, parse_duration};
 
 /// Benchmark: backlog drain vs the quota bound and a naive script, idle cost, 1,000-policy
 /// scale, failure-to-redrive latency; every phase checked for duplicate or missed redrives.

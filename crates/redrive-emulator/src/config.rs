@@ -161,7 +161,7 @@ pub struct EmulatorConfig {
     pub token_scope: TokenScope,
     /// Open (RUNNING) execution cap, `ExecutionLimitExceeded` beyond it.
     pub max_open_executions: u64,
-    /// Address used by [`crate::emulator::start`]; default `127.0.0.1:0`.
+    /// Address used by [`crate::start`]; default `127.0.0.1:0`.
     pub listen: SocketAddr,
     /// Initial offset of the emulated clock from real time.
     pub clock_offset: Duration,

@@ -9,9 +9,9 @@ use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::config::{BehaviorVersion, Region};
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::{ExecutionRedriveFilter, ExecutionRedriveStatus, ExecutionStatus, Tag};
-use redrive_operator::emulator::{
-    self, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig, GenerateSpec, LedgerOutcome,
-    MapRunSpec, Outcome, QuotaPreset, Scenario, StateMachineSpec, reasons,
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig, GenerateSpec,
+    LedgerOutcome, MapRunSpec, Outcome, QuotaPreset, Scenario, StateMachineSpec, reasons,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1897,7 +1897,7 @@ fn handle_request_never_panics_on_garbage() {
 
 #[tokio::test]
 async fn configurable_replay_and_token_scope() {
-    use redrive_operator::emulator::{ReplayMode, TokenScope};
+    use redrive_emulator::{ReplayMode, TokenScope};
     let sc = || {
         Scenario::new().with(
             StateMachineSpec::standard("cfg")

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use redrive_operator::emulator::{self, EmulatorConfig, Scenario};
+//! use redrive_emulator::{self as emulator, EmulatorConfig, Scenario};
 //! let handle = emulator::start(EmulatorConfig::default(), Scenario::demo()).await?;
 //! println!("endpoint: {}", handle.endpoint);
 //! handle.advance_clock(std::time::Duration::from_secs(60));

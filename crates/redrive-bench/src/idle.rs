@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::data;
 use super::drain::Calls;
-use crate::emulator::{self, EmulatorConfig, QuotaPreset};
-use crate::reconcile::{Context, PolicyState, PollSettings, poll};
+use redrive_emulator::{self as emulator, EmulatorConfig, QuotaPreset};
+use redrive_operator::reconcile::{Context, PolicyState, PollSettings, poll};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IdleResult {
