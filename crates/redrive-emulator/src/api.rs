@@ -1,10 +1,12 @@
-//! AWS JSON 1.0 request handling: validation, operations, error shapes.
+//! AWS JSON 1.0 request handling (Step Functions): validation, operations, error shapes.
+//! CodePipeline requests are routed to `codepipeline::dispatch` after authentication.
 //!
 //! [`handle_request`] is a pure entry point (no HTTP) suitable for fuzzing: it never panics.
 
 use serde_json::{Map, Value, json};
 
 use super::arn::{self, Resource};
+use super::codepipeline::{self, RetryOutcome};
 use super::history::{self, epoch};
 use super::model::{
     DAY, ExecutionStatus, Model, Ms, RedriveResult, RedriveStatus, StateMachine, sha2_hex, ts,
@@ -63,6 +65,17 @@ impl ApiError {
             message: message.into(),
             extra: Vec::new(),
         }
+    }
+    /// A CodePipeline-style (AWS JSON 1.1) error: bare `__type` code, HTTP 400.
+    pub fn bare(code: &str, message: impl Into<String>) -> Self {
+        Self::new(400, code.to_string(), message)
+    }
+    /// The same error with a bare `__type` and no extra members (AWS JSON 1.1 services such
+    /// as CodePipeline model none of Step Functions' `reason` members).
+    pub fn into_bare(mut self) -> Self {
+        self.ty = self.code().to_string();
+        self.extra.clear();
+        self
     }
     pub fn sfn(code: &str, message: impl Into<String>) -> Self {
         Self::new(400, format!("{SFN_NS}{code}"), message)
@@ -167,7 +180,8 @@ impl ApiError {
     }
 }
 
-/// Handle one AWS JSON 1.0 request without HTTP: `target` is the `X-Amz-Target` value.
+/// Handle one AWS JSON request without HTTP: `target` is the `X-Amz-Target` value
+/// (`AWSStepFunctions.*`, JSON 1.0, or `CodePipeline_20150709.*`, JSON 1.1).
 /// Returns `(HTTP status, body)`. Throttling applies; faults and authentication do not.
 pub fn handle_request(state: &EmulatorState, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
     dispatch(state, &RequestMeta::default(), target, body)
@@ -193,6 +207,26 @@ pub(crate) fn authenticate(
         AuthFailure::Expired => ApiError::expired_token(),
         AuthFailure::Invalid => ApiError::unrecognized_client(),
     };
+    if codepipeline::is_target(target) {
+        let e = e.into_bare();
+        let op = codepipeline::operation_of(target);
+        state.record_call(
+            op.map_or("Unknown", codepipeline::api_key),
+            CallResult::Error(e.code().to_string()),
+        );
+        if op == Some("RetryStageExecution") {
+            codepipeline::record_unreached_retry(
+                state,
+                meta,
+                body,
+                now,
+                RetryOutcome::Unauthenticated {
+                    code: e.code().to_string(),
+                },
+            );
+        }
+        return Err(e);
+    }
     let op = operation_of(target);
     state.record_call(
         op.unwrap_or("Unknown"),
@@ -225,6 +259,9 @@ pub fn dispatch(
         Ok(s) => s,
         Err(e) => return (e.status, e.body()),
     };
+    if codepipeline::is_target(target) {
+        return codepipeline::dispatch(state, meta, session, target, body, now);
+    }
     let Some(op) = operation_of(target) else {
         let e = ApiError::unknown_operation();
         state.record_call("Unknown", CallResult::Error(e.code().to_string()));
@@ -289,7 +326,7 @@ pub(crate) fn record_unreached_redrive(
 // ------------------------------------------------------------------------------------------
 // Input helpers
 
-struct Input(Map<String, Value>);
+pub(crate) struct Input(Map<String, Value>);
 
 fn type_error(k: &str, expected: &str) -> ApiError {
     ApiError::serialization(format!(
@@ -298,7 +335,7 @@ fn type_error(k: &str, expected: &str) -> ApiError {
 }
 
 impl Input {
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Input(Map::new()));
         }
@@ -310,14 +347,18 @@ impl Input {
             Err(e) => Err(ApiError::serialization(format!("Malformed JSON: {e}"))),
         }
     }
-    fn str(&self, k: &str) -> Result<Option<&str>, ApiError> {
+    /// A raw member (None if absent).
+    pub(crate) fn get(&self, k: &str) -> Option<&Value> {
+        self.0.get(k)
+    }
+    pub(crate) fn str(&self, k: &str) -> Result<Option<&str>, ApiError> {
         match self.0.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(type_error(k, "a string")),
         }
     }
-    fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.0.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_i64() {
@@ -330,7 +371,7 @@ impl Input {
             Some(_) => Err(type_error(k, "an integer")),
         }
     }
-    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+    pub(crate) fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
         match self.0.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -339,8 +380,9 @@ impl Input {
     }
 }
 
+/// Collects coral-style constraint violations into one `ValidationException`.
 #[derive(Default)]
-struct Validator {
+pub(crate) struct Validator {
     errors: Vec<String>,
     missing: bool,
 }
@@ -350,7 +392,7 @@ fn shown(v: &str) -> String {
 }
 
 impl Validator {
-    fn required<'a>(&mut self, k: &str, v: Option<&'a str>) -> &'a str {
+    pub(crate) fn required<'a>(&mut self, k: &str, v: Option<&'a str>) -> &'a str {
         match v {
             Some(s) => s,
             None => {
@@ -362,7 +404,7 @@ impl Validator {
             }
         }
     }
-    fn len(&mut self, k: &str, v: Option<&str>, min: usize, max: usize) {
+    pub(crate) fn len(&mut self, k: &str, v: Option<&str>, min: usize, max: usize) {
         let Some(v) = v else { return };
         let n = v.chars().count();
         if n < min {
@@ -386,7 +428,23 @@ impl Validator {
             ));
         }
     }
-    fn one_of(&mut self, k: &str, v: Option<&str>, set: &[&str]) {
+    /// A string that must match `pattern` (checked by `ok`).
+    pub(crate) fn pattern(
+        &mut self,
+        k: &str,
+        v: Option<&str>,
+        ok: impl Fn(&str) -> bool,
+        pattern: &str,
+    ) {
+        let Some(v) = v else { return };
+        if !v.is_empty() && !ok(v) {
+            self.errors.push(format!(
+                "Value '{}' at '{k}' failed to satisfy constraint: Member must satisfy regular expression pattern: {pattern}",
+                shown(v)
+            ));
+        }
+    }
+    pub(crate) fn one_of(&mut self, k: &str, v: Option<&str>, set: &[&str]) {
         let Some(v) = v else { return };
         if !set.contains(&v) {
             self.errors.push(format!(
@@ -396,7 +454,7 @@ impl Validator {
             ));
         }
     }
-    fn range(&mut self, k: &str, v: Option<i64>, min: i64, max: i64) {
+    pub(crate) fn range(&mut self, k: &str, v: Option<i64>, min: i64, max: i64) {
         let Some(v) = v else { return };
         if v < min {
             self.errors.push(format!(
@@ -408,7 +466,7 @@ impl Validator {
             ));
         }
     }
-    fn finish(self) -> Result<(), ApiError> {
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
         match self.errors.len() {
             0 => Ok(()),
             n => {

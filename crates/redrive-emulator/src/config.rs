@@ -1,5 +1,6 @@
 //! Emulator configuration: quotas, faults, idempotency choices.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -34,7 +35,8 @@ impl QuotaPreset {
         }
     }
 
-    /// `(bucket size, refill per second)` for an operation, `None` = not throttled.
+    /// `(bucket size, refill per second)` for an operation (Step Functions operations by name,
+    /// CodePipeline ones by `codepipeline:<Op>`), `None` = not throttled.
     pub fn bucket(self, op: &str) -> Option<(f64, f64)> {
         let big = match self {
             QuotaPreset::Unlimited => return None,
@@ -55,6 +57,27 @@ impl QuotaPreset {
             ("DescribeMapRun", _) => (200.0, 1.0),
             ("StartExecution", true) => (1300.0, 300.0),
             ("StartExecution", false) => (800.0, 150.0),
+            // CodePipeline publishes no TPS quotas (api-facts §2.6): emulator choices, the same
+            // in every region class; override with `EmulatorConfig::bucket_overrides`.
+            (
+                "codepipeline:GetPipelineState"
+                | "codepipeline:GetPipelineExecution"
+                | "codepipeline:GetPipeline",
+                _,
+            ) => (100.0, 10.0),
+            (
+                "codepipeline:ListPipelineExecutions"
+                | "codepipeline:ListPipelines"
+                | "codepipeline:ListTagsForResource",
+                _,
+            ) => (50.0, 5.0),
+            (
+                "codepipeline:RetryStageExecution"
+                | "codepipeline:StartPipelineExecution"
+                | "codepipeline:StopPipelineExecution",
+                _,
+            ) => (50.0, 5.0),
+            ("codepipeline:CreatePipeline" | "codepipeline:UpdatePipeline", _) => (20.0, 1.0),
             _ => return None,
         };
         Some((b, r))
@@ -107,12 +130,88 @@ pub struct FaultConfig {
     /// StartExecution, and Describe/History/Redrive of their executions and Map Run children)
     /// answers `AccessDeniedException`.
     pub access_denied_state_machines: Vec<String>,
+    /// CodePipeline pipelines (names or ARNs) whose every call (GetPipeline, GetPipelineState,
+    /// ListPipelineExecutions, GetPipelineExecution, Start/StopPipelineExecution,
+    /// RetryStageExecution, ListTagsForResource, UpdatePipeline) answers `AccessDeniedException`.
+    pub access_denied_pipelines: Vec<String>,
 }
 
 impl FaultConfig {
     /// True if faults may apply to `op`.
     pub fn applies_to(&self, op: &str) -> bool {
         self.only_apis.is_empty() || self.only_apis.iter().any(|a| a == op)
+    }
+    /// True if faults may apply to an operation named `op` and counted under `key`
+    /// (`codepipeline:RetryStageExecution`): `onlyApis` may name either.
+    pub fn applies_to_api(&self, op: &str, key: &str) -> bool {
+        self.only_apis.is_empty() || self.only_apis.iter().any(|a| a == op || a == key)
+    }
+}
+
+/// A token bucket: `size` tokens, refilled at `refill_per_second` on the emulated clock.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketSpec {
+    /// Bucket size (burst).
+    pub size: f64,
+    /// Tokens added per second.
+    pub refill_per_second: f64,
+}
+
+/// How many native automatic retries a stage gets (api-facts §2.5 says one per stage failure;
+/// UNCONFIRMED whether a failure after a manual retry is a new "stage failure").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoRetryScope {
+    /// One automatic retry per stage per pipeline execution (failures after a manual retry
+    /// get none).
+    #[default]
+    OncePerStageExecution,
+    /// One automatic retry after every failure that was not itself an automatic retry's
+    /// (so each failed manual retry is followed by one automatic retry).
+    EveryNonAutomaticFailure,
+}
+
+/// What RetryStageExecution does while a native automatic retry is pending (UNCONFIRMED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PendingAutoRetry {
+    /// `ConflictException` ("the pipeline is busy"): the caller should wait for the native retry.
+    #[default]
+    Conflict,
+    /// The manual retry runs and the pending automatic one is dropped.
+    ManualReplacesAuto,
+}
+
+/// CodePipeline behaviour choices (docs/emulator.md, "CodePipeline").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CodePipelineConfig {
+    /// Delay between a stage failure and its native automatic retry (`onFailure: RETRY`),
+    /// overridable per pipeline (`autoRetryDelay`). Default 60 s.
+    #[serde(with = "humantime_duration")]
+    pub auto_retry_delay: Duration,
+    /// How many automatic retries a stage gets.
+    pub auto_retry_scope: AutoRetryScope,
+    /// RetryStageExecution while an automatic retry is pending.
+    pub retry_while_auto_retry_pending: PendingAutoRetry,
+    /// CreatePipeline starts a first execution (trigger `CreatePipeline`), as AWS does.
+    pub start_on_create: bool,
+    /// Run time of an action attempt when neither the script, the action nor the pipeline sets
+    /// one. Default 30 s.
+    #[serde(with = "humantime_duration")]
+    pub default_action_duration: Duration,
+}
+
+impl Default for CodePipelineConfig {
+    fn default() -> Self {
+        CodePipelineConfig {
+            auto_retry_delay: Duration::from_secs(60),
+            auto_retry_scope: AutoRetryScope::default(),
+            retry_while_auto_retry_pending: PendingAutoRetry::default(),
+            start_on_create: true,
+            default_action_duration: Duration::from_secs(30),
+        }
     }
 }
 
@@ -165,6 +264,11 @@ pub struct EmulatorConfig {
     pub listen: SocketAddr,
     /// Initial offset of the emulated clock from real time.
     pub clock_offset: Duration,
+    /// Token buckets by API key (`ListExecutions`, `codepipeline:RetryStageExecution`, ...)
+    /// replacing the preset's, applied as given (not scaled) even when `quota` is `none`.
+    pub bucket_overrides: BTreeMap<String, BucketSpec>,
+    /// CodePipeline behaviour choices.
+    pub codepipeline: CodePipelineConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -181,6 +285,8 @@ impl Default for EmulatorConfig {
             max_open_executions: 1_000_000,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             clock_offset: Duration::ZERO,
+            bucket_overrides: BTreeMap::new(),
+            codepipeline: CodePipelineConfig::default(),
         }
     }
 }
@@ -226,5 +332,20 @@ pub(crate) mod opt_duration {
                 .map(Some)
                 .map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// Serde for `Duration` as humantime string (or seconds number on input).
+pub(crate) mod humantime_duration {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        super::opt_duration::serialize(&Some(*d), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::opt_duration::deserialize(d)?
+            .ok_or_else(|| serde::de::Error::custom("expected a duration"))
     }
 }

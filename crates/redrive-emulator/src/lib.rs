@@ -1,8 +1,10 @@
-//! AWS Step Functions emulator: test infrastructure and demo backend.
+//! AWS Step Functions and CodePipeline emulator: test infrastructure and demo backend.
 //!
 //! Speaks AWS JSON 1.0 on `POST /` (the real `aws-sdk-sfn` client works against it with
 //! `endpoint_url`), implements the redrive-related subset of the API with AWS's documented
-//! semantics (api-facts §1, §4.1), and adds an admin API under `/_emulator/`. An STS stand-in
+//! semantics (api-facts §1, §4.1), and adds an admin API under `/_emulator/`. The same endpoint
+//! and state serve CodePipeline (AWS JSON 1.1, `X-Amz-Target: CodePipeline_20150709.*`, for the
+//! real `aws-sdk-codepipeline` client; api-facts §2, §4.2): see [`codepipeline`]. An STS stand-in
 //! (awsQuery `AssumeRole` / `GetCallerIdentity`) answers on the same endpoint, so per-policy role
 //! assumption with ExternalId can be tested end to end.
 //! See `docs/emulator.md` for the scenario format and the choices made on UNCONFIRMED points.
@@ -19,6 +21,7 @@
 
 mod api;
 mod arn;
+pub mod codepipeline;
 mod config;
 mod history;
 mod model;
@@ -37,8 +40,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use api::{OPERATIONS, RequestMeta, dispatch, handle_request, operation_of};
+pub use codepipeline::{
+    ActionCategory, ActionOutcome, ActionSpec, OnFailureSpec, PipelineAdminError,
+    PipelineExecutionSnapshot, PipelineExecutionSpec, PipelineSpec, PipelineStateSnapshot,
+    RetryLedgerEntry, RetryOutcome, StageRetryMode, StageSpec,
+};
 pub use config::{
-    EmulatorConfig, FaultConfig, QuotaPreset, ReplayMode, TokenScope, parse_duration,
+    AutoRetryScope, BucketSpec, CodePipelineConfig, EmulatorConfig, FaultConfig, PendingAutoRetry,
+    QuotaPreset, ReplayMode, TokenScope, parse_duration,
 };
 pub use model::{ExecutionSnapshot, ExecutionStatus, RedriveStatus, reasons};
 pub use scenario::{
@@ -110,7 +119,7 @@ pub async fn start(
     } else {
         addr
     };
-    tracing::info!(endpoint = %format!("http://{host}"), "step functions emulator listening");
+    tracing::info!(endpoint = %format!("http://{host}"), "step functions / codepipeline emulator listening");
     Ok(EmulatorHandle {
         endpoint: format!("http://{host}"),
         addr,
@@ -197,6 +206,95 @@ impl EmulatorHandle {
     /// ARN of an execution by state machine name and execution name.
     pub fn execution_arn(&self, state_machine: &str, name: &str) -> String {
         self.state.execution_arn(state_machine, name)
+    }
+    // ----------------------------------------------------------------------------------------
+    // CodePipeline
+
+    /// Every RetryStageExecution call so far, in order (whatever the outcome).
+    pub fn codepipeline_ledger(&self) -> Vec<RetryLedgerEntry> {
+        self.state.codepipeline_ledger()
+    }
+    /// GetPipelineState of a pipeline as a value (settled to now); None if unknown.
+    pub fn pipeline_state(&self, name: &str) -> Option<PipelineStateSnapshot> {
+        self.state.pipeline_state(name)
+    }
+    /// One execution of a pipeline (settled to now).
+    pub fn pipeline_execution(&self, name: &str, id: &str) -> Option<PipelineExecutionSnapshot> {
+        self.state.pipeline_execution(name, id)
+    }
+    /// Every execution of a pipeline, newest first.
+    pub fn pipeline_executions(&self, name: &str) -> Vec<PipelineExecutionSnapshot> {
+        self.state.pipeline_executions(name)
+    }
+    /// `arn:aws:codepipeline:{region}:{account}:{name}`.
+    pub fn pipeline_arn(&self, name: &str) -> String {
+        self.state.pipeline_arn(name)
+    }
+    /// Start an execution now (like StartPipelineExecution); returns its id.
+    pub fn start_pipeline_execution(&self, name: &str) -> Result<String, PipelineAdminError> {
+        self.state.start_pipeline_execution(name)
+    }
+    /// Seed one more pipeline (or merge tags, scripts and executions into one with the same
+    /// structure); returns the ids of the executions it started, in spec order.
+    pub fn seed_pipeline(&self, spec: PipelineSpec) -> Result<Vec<String>, ScenarioError> {
+        self.state.seed_pipeline(spec)
+    }
+    /// Replace a pipeline's structure (a new version, like UpdatePipeline); returns the version.
+    pub fn update_pipeline(&self, spec: PipelineSpec) -> Result<u32, PipelineAdminError> {
+        self.state.update_pipeline(spec)
+    }
+    /// Save the current structure again as a new version, so failed stages of existing
+    /// executions are no longer retryable; returns the version.
+    pub fn touch_pipeline(&self, name: &str) -> Result<u32, PipelineAdminError> {
+        self.state.touch_pipeline(name)
+    }
+    /// End the in-progress attempt of an action in its stage's latest execution now; returns
+    /// the execution id.
+    pub fn complete_action(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        action: &str,
+        outcome: ActionOutcome,
+    ) -> Result<String, PipelineAdminError> {
+        self.state.complete_action(pipeline, stage, action, outcome)
+    }
+    /// Fail an in-progress action now with `errorDetails {code, message}`.
+    pub fn fail_action(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        action: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<String, PipelineAdminError> {
+        self.state
+            .fail_action(pipeline, stage, action, code, message)
+    }
+    /// Succeed an in-progress action now.
+    pub fn succeed_action(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        action: &str,
+    ) -> Result<String, PipelineAdminError> {
+        self.state.succeed_action(pipeline, stage, action)
+    }
+    /// Replace one action's outcome script (for attempts started from now on).
+    pub fn set_action_outcomes(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        action: &str,
+        outcomes: Vec<ActionOutcome>,
+    ) -> Result<(), PipelineAdminError> {
+        self.state
+            .set_action_outcomes(pipeline, stage, action, outcomes)
+    }
+    /// Set (or clear) a pipeline's concurrent-execution limit, to inject
+    /// `ConcurrentPipelineExecutionsLimitExceededException`; false if the pipeline is unknown.
+    pub fn set_pipeline_concurrency_limit(&self, pipeline: &str, limit: Option<u32>) -> bool {
+        self.state.set_pipeline_concurrency_limit(pipeline, limit)
     }
     /// Stop the server and wait (up to 5 s) for it to finish.
     pub async fn shutdown(mut self) {

@@ -1,4 +1,5 @@
-//! Scenario: the state machines and executions the emulator starts with (YAML or JSON).
+//! Scenario: the state machines, executions and pipelines the emulator starts with (YAML or
+//! JSON). The CodePipeline part (`pipelines:`) is defined in `codepipeline/scenario.rs`.
 //!
 //! All times are relative to the emulator's clock at seeding time (`startedAgo: 3h`), or absolute
 //! (`startedAt: 2023-10-01T00:00:00Z`). The format is documented in `docs/emulator.md`.
@@ -12,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::codepipeline::PipelineSpec;
 use super::config::parse_duration;
 use super::sts::RoleSpec;
 
@@ -392,6 +394,10 @@ pub struct Scenario {
     /// Roles the STS stand-in lets AssumeRole assume (replaced by ARN when seeding more).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleSpec>,
+    /// CodePipeline pipelines (merged by name when seeding more: tags, scripts and executions
+    /// are added; the structure must be the same).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pipelines: Vec<PipelineSpec>,
 }
 
 /// Scenario-wide defaults.
@@ -1020,6 +1026,7 @@ fn demo_scenario() -> Scenario {
         },
         state_machines: machines,
         roles: Vec::new(),
+        pipelines: Vec::new(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! HTTP layer: AWS JSON 1.0 (Step Functions) and awsQuery (STS) on `POST /`, admin API under
-//! `/_emulator/`, fault injection.
+//! HTTP layer: AWS JSON 1.0 (Step Functions), AWS JSON 1.1 (CodePipeline) and awsQuery (STS)
+//! on `POST /`, admin API under `/_emulator/`, fault injection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,12 +23,54 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::api::{self, ApiError, RequestMeta, operation_of};
+use super::codepipeline::{self, ActionOutcome, PipelineSpec, RetryOutcome};
 use super::config::FaultConfig;
 use super::scenario::Scenario;
 use super::state::{CallResult, EmulatorState, LedgerOutcome, lock};
 use super::sts;
 
 pub(crate) const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+/// CodePipeline speaks AWS JSON 1.1.
+pub(crate) const CONTENT_TYPE_1_1: &str = "application/x-amz-json-1.1";
+
+/// The service an `X-Amz-Target` addresses, for response shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    StepFunctions,
+    CodePipeline,
+}
+
+impl Service {
+    fn of(target: &str) -> Self {
+        if codepipeline::is_target(target) {
+            Service::CodePipeline
+        } else {
+            Service::StepFunctions
+        }
+    }
+    fn content_type(self) -> &'static str {
+        match self {
+            Service::StepFunctions => CONTENT_TYPE,
+            Service::CodePipeline => CONTENT_TYPE_1_1,
+        }
+    }
+    /// Common errors in this service's shape (bare `__type` codes for JSON 1.1).
+    fn shape(self, e: ApiError) -> ApiError {
+        match self {
+            Service::StepFunctions => e,
+            Service::CodePipeline => e.into_bare(),
+        }
+    }
+    /// The operation and its statistics key, if implemented.
+    fn api(self, target: &str) -> Option<(&'static str, &'static str)> {
+        match self {
+            Service::StepFunctions => operation_of(target).map(|op| (op, op)),
+            Service::CodePipeline => {
+                codepipeline::operation_of(target).map(|op| (op, codepipeline::api_key(op)))
+            }
+        }
+    }
+}
 
 // ------------------------------------------------------------------------------------------
 // Listener whose connections can be killed from a handler (the "drop" fault).
@@ -154,15 +196,32 @@ pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
         .route("/_emulator/scenario", post(seed))
         .route("/_emulator/executions", get(get_execution))
         .route("/_emulator/executions/fail", post(fail_execution))
+        .route("/_emulator/codepipeline/ledger", get(cp_ledger))
+        .route(
+            "/_emulator/codepipeline/pipelines/{name}",
+            get(cp_pipeline_state),
+        )
+        .route(
+            "/_emulator/codepipeline/pipelines/{name}/executions",
+            get(cp_executions).post(cp_start_execution),
+        )
+        .route(
+            "/_emulator/codepipeline/pipelines/{name}/update",
+            post(cp_update_pipeline),
+        )
+        .route(
+            "/_emulator/codepipeline/actions/complete",
+            post(cp_complete_action),
+        )
         .fallback(not_found)
         .with_state(state)
 }
 
-fn aws_response(status: u16, body: Vec<u8>) -> Response {
+fn aws_response(status: u16, body: Vec<u8>, content_type: &'static str) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         r.headers_mut().insert("x-amzn-requestid", v);
     }
@@ -170,7 +229,12 @@ fn aws_response(status: u16, body: Vec<u8>) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    aws_response(e.status, e.body())
+    aws_response(e.status, e.body(), CONTENT_TYPE)
+}
+
+fn service_error(service: Service, e: ApiError) -> Response {
+    let e = service.shape(e);
+    aws_response(e.status, e.body(), service.content_type())
 }
 
 /// An STS (awsQuery) request: no `X-Amz-Target` and a form-encoded body.
@@ -267,30 +331,31 @@ async fn aws(
         };
         return sts_response(sts::handle(&st, signed, &meta, &body));
     }
-    if !signed {
-        st.record_missing_auth();
-        return error_response(&ApiError::missing_auth());
-    }
-    let akid = access_key_id(auth);
-    if let Some(a) = &akid {
-        st.record_access_key(a);
-    }
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let service = Service::of(&target);
+    if !signed {
+        st.record_missing_auth();
+        return service_error(service, ApiError::missing_auth());
+    }
+    let akid = access_key_id(auth);
+    if let Some(a) = &akid {
+        st.record_access_key(a);
+    }
     let meta = RequestMeta {
         access_key_id: akid,
         session_token,
     };
     // Authentication comes before faults and throttling (dispatch checks again, cheaply).
     if let Err(e) = api::authenticate(&st, &meta, &target, &body, st.now_ms()) {
-        return error_response(&e);
+        return service_error(service, e);
     }
-    if let Some(op) = operation_of(&target) {
+    if let Some((op, key)) = service.api(&target) {
         let faults = st.faults();
-        if faults.applies_to(op) {
+        if faults.applies_to_api(op, key) {
             let (latency, fault) = decide(&faults, &mut *lock(&st.rng));
             if let Some(d) = latency {
                 st.record_latency_fault();
@@ -303,8 +368,19 @@ async fn aws(
                     Fault::Html => "malformed-html",
                     Fault::Truncated => "malformed-truncated",
                 };
-                st.record_call(op, CallResult::Fault(kind));
-                if op == "RedriveExecution" {
+                st.record_call(key, CallResult::Fault(kind));
+                if service == Service::CodePipeline && op == "RetryStageExecution" {
+                    codepipeline::record_unreached_retry(
+                        &st,
+                        &meta,
+                        &body,
+                        st.now_ms(),
+                        RetryOutcome::Faulted {
+                            fault: kind.to_string(),
+                        },
+                    );
+                }
+                if service == Service::StepFunctions && op == "RedriveExecution" {
                     api::record_unreached_redrive(
                         &st,
                         &meta,
@@ -320,8 +396,8 @@ async fn aws(
                         conn.kill();
                         StatusCode::INTERNAL_SERVER_ERROR.into_response()
                     }
-                    Fault::ServerError => error_response(&ApiError::internal_failure()),
-                    Fault::Unavailable => error_response(&ApiError::service_unavailable()),
+                    Fault::ServerError => service_error(service, ApiError::internal_failure()),
+                    Fault::Unavailable => service_error(service, ApiError::service_unavailable()),
                     Fault::Html => {
                         let mut r = Response::new(Body::from(
                             "<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1><p>The server encountered an internal error.</p></body></html>",
@@ -335,15 +411,24 @@ async fn aws(
                     }
                     Fault::Truncated => aws_response(
                         200,
-                        br#"{"executions":[{"executionArn":"arn:aws:states:us-east-1:1234"#
-                            .to_vec(),
+                        match service {
+                            Service::StepFunctions => {
+                                br#"{"executions":[{"executionArn":"arn:aws:states:us-east-1:1234"#
+                                    .to_vec()
+                            }
+                            Service::CodePipeline => {
+                                br#"{"pipelineExecutionSummaries":[{"pipelineExecutionId":"3137f7"#
+                                    .to_vec()
+                            }
+                        },
+                        service.content_type(),
                     ),
                 };
             }
         }
     }
     let (status, out) = api::dispatch(&st, &meta, &target, &body);
-    aws_response(status, out)
+    aws_response(status, out, service.content_type())
 }
 
 async fn root_get() -> Response {
@@ -432,8 +517,8 @@ async fn seed(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(e) => return json_err(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match st.seed(&sc) {
-        Ok(n) => json_ok(json!({"executionsAdded": n})),
+    match st.seed_counted(&sc) {
+        Ok((n, p)) => json_ok(json!({"executionsAdded": n, "pipelineExecutionsAdded": p})),
         Err(e) => json_err(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
@@ -484,6 +569,109 @@ async fn fail_execution(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Re
             StatusCode::CONFLICT,
             format!("execution is {}, not RUNNING", snap.status.as_str()),
         )
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// CodePipeline admin
+
+async fn cp_ledger(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.codepipeline_ledger()).unwrap_or_default())
+}
+
+async fn cp_pipeline_state(
+    State(st): State<Arc<EmulatorState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match st.pipeline_state(&name) {
+        Some(s) => json_ok(serde_json::to_value(s).unwrap_or_default()),
+        None => json_err(StatusCode::NOT_FOUND, format!("no pipeline {name}")),
+    }
+}
+
+async fn cp_executions(State(st): State<Arc<EmulatorState>>, Path(name): Path<String>) -> Response {
+    if st.pipeline_state(&name).is_none() {
+        return json_err(StatusCode::NOT_FOUND, format!("no pipeline {name}"));
+    }
+    json_ok(serde_json::to_value(st.pipeline_executions(&name)).unwrap_or_default())
+}
+
+fn admin_error(e: &codepipeline::PipelineAdminError) -> Response {
+    use codepipeline::PipelineAdminError as E;
+    let status = match e {
+        E::PipelineNotFound(_)
+        | E::StageNotFound { .. }
+        | E::ActionNotFound { .. }
+        | E::StageNeverRan { .. } => StatusCode::NOT_FOUND,
+        E::ActionNotInProgress { .. } | E::ConcurrencyLimit { .. } => StatusCode::CONFLICT,
+        E::InvalidStructure(_) => StatusCode::BAD_REQUEST,
+    };
+    json_err(status, e.to_string())
+}
+
+async fn cp_start_execution(
+    State(st): State<Arc<EmulatorState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match st.start_pipeline_execution(&name) {
+        Ok(id) => json_ok(json!({"pipelineExecutionId": id})),
+        Err(e) => admin_error(&e),
+    }
+}
+
+/// Body: a pipeline spec (JSON or YAML) to replace the structure, or empty to save the current
+/// structure as a new version.
+async fn cp_update_pipeline(
+    State(st): State<Arc<EmulatorState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    let result = if text.trim().is_empty() {
+        st.touch_pipeline(&name)
+    } else {
+        let spec: Result<PipelineSpec, String> = if text.trim_start().starts_with('{') {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+        };
+        match spec {
+            Ok(mut spec) => {
+                spec.name = name;
+                st.update_pipeline(spec)
+            }
+            Err(e) => return json_err(StatusCode::BAD_REQUEST, format!("invalid pipeline: {e}")),
+        }
+    };
+    match result {
+        Ok(v) => json_ok(json!({"pipelineVersion": v})),
+        Err(e) => admin_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteReq {
+    pipeline: String,
+    stage: String,
+    action: String,
+    /// An action outcome (`"fail(JobFailed, msg)"`, `"succeed"`, or the map form).
+    outcome: ActionOutcome,
+}
+
+async fn cp_complete_action(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    let r: CompleteReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_err(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"pipeline\", \"stage\", \"action\", \"outcome\"}}: {e}"),
+            );
+        }
+    };
+    match st.complete_action(&r.pipeline, &r.stage, &r.action, r.outcome) {
+        Ok(id) => json_ok(json!({"pipelineExecutionId": id})),
+        Err(e) => admin_error(&e),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Shared emulator state: model, clock, throttling, faults, ledger and statistics.
+//! Shared emulator state: the Step Functions and CodePipeline models, clock, throttling,
+//! faults, ledgers and statistics. The CodePipeline helpers live in `codepipeline/admin.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,6 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::codepipeline::{self, RetryLedgerEntry};
 use super::config::{EmulatorConfig, FaultConfig};
 use super::model::{ExecutionSnapshot, Model, Ms, ts};
 use super::scenario::{Scenario, ScenarioError};
@@ -124,7 +126,8 @@ pub struct ApiStats {
 pub struct Stats {
     /// All AWS API requests (excluding `/_emulator/` admin calls).
     pub total_calls: u64,
-    /// Per API (`ListExecutions`, ...; unknown targets under `Unknown`).
+    /// Per API (`ListExecutions`, ..., CodePipeline as `codepipeline:<Op>`; unknown targets
+    /// under `Unknown`).
     pub by_api: BTreeMap<String, ApiStats>,
     /// Total throttled.
     pub throttled: u64,
@@ -140,6 +143,21 @@ pub struct Stats {
     pub open_executions: u64,
     /// Successful redrives performed.
     pub redrives: u64,
+    /// CodePipeline pipelines.
+    #[serde(default)]
+    pub pipelines: u64,
+    /// CodePipeline executions stored.
+    #[serde(default)]
+    pub pipeline_executions: u64,
+    /// Open (in progress, stopping or waiting) CodePipeline executions.
+    #[serde(default)]
+    pub open_pipeline_executions: u64,
+    /// Stage retries performed by RetryStageExecution.
+    #[serde(default)]
+    pub manual_stage_retries: u64,
+    /// Native automatic stage retries performed.
+    #[serde(default)]
+    pub auto_stage_retries: u64,
     /// Remaining tokens per throttling bucket.
     pub bucket_levels: BTreeMap<String, f64>,
 }
@@ -185,6 +203,8 @@ pub struct EmulatorState {
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) token_key: [u8; 32],
     pub(crate) sts: Mutex<StsState>,
+    pub(crate) pipelines: Mutex<codepipeline::Model>,
+    pub(crate) cp_ledger: Mutex<Vec<RetryLedgerEntry>>,
 }
 
 impl std::fmt::Debug for EmulatorState {
@@ -222,6 +242,12 @@ impl EmulatorState {
         let now = real_now_ms().saturating_add(offset);
         sts::validate_roles(&scenario.roles)?;
         model.seed(scenario, now)?;
+        let pipelines = codepipeline::Model::new(
+            &config.region,
+            &config.account,
+            config.seed,
+            config.codepipeline.clone(),
+        );
         let mut sts_state = StsState::new(config.seed);
         sts_state.put_roles(&scenario.roles);
         let key = {
@@ -231,19 +257,27 @@ impl EmulatorState {
             k.copy_from_slice(&d);
             k
         };
-        Ok(Arc::new(EmulatorState {
+        let state = Arc::new(EmulatorState {
             region: config.region.clone(),
             account: config.account.clone(),
             faults: RwLock::new(config.faults.clone()),
             clock_offset_ms: AtomicI64::new(offset),
             model: Mutex::new(model),
-            throttle: Mutex::new(Throttle::new(config.quota, config.quota_scale)),
+            throttle: Mutex::new(Throttle::new(
+                config.quota,
+                config.quota_scale,
+                config.bucket_overrides.clone(),
+            )),
             stats: Mutex::new(Stats::default()),
             ledger: Mutex::new(Vec::new()),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             token_key: key,
             sts: Mutex::new(sts_state),
-        }))
+            pipelines: Mutex::new(pipelines),
+            cp_ledger: Mutex::new(Vec::new()),
+        });
+        state.seed_pipeline_specs(&scenario.pipelines, now)?;
+        Ok(state)
     }
 
     /// Emulated now in milliseconds.
@@ -280,17 +314,26 @@ impl EmulatorState {
             .clone()
     }
 
-    /// Seed more state machines / executions, and add or replace (by ARN) its roles.
+    /// Seed more state machines / executions and pipelines, and add or replace (by ARN) its
+    /// roles. Returns the number of Step Functions executions added.
     pub fn seed(&self, more: &Scenario) -> Result<u64, ScenarioError> {
+        self.seed_counted(more).map(|(sfn, _)| sfn)
+    }
+
+    /// Like [`EmulatorState::seed`]; returns (Step Functions executions, pipeline executions)
+    /// added. Everything is validated before anything is applied.
+    pub fn seed_counted(&self, more: &Scenario) -> Result<(u64, u64), ScenarioError> {
         sts::validate_roles(&more.roles)?;
         let now = self.now_ms();
+        self.validate_pipeline_specs(&more.pipelines, now)?;
         let added = {
             let mut m = lock(&self.model);
             m.settle(now);
             m.seed(more, now)?
         };
+        let ids = self.seed_pipeline_specs(&more.pipelines, now)?;
         lock(&self.sts).put_roles(&more.roles);
-        Ok(added)
+        Ok((added, ids.iter().map(|v| v.len() as u64).sum()))
     }
 
     /// Add a role AssumeRole may assume, replacing one with the same ARN.
@@ -406,12 +449,26 @@ impl EmulatorState {
             s.open_executions = m.open;
             s.redrives = m.redrives;
         }
+        {
+            let now = self.now_ms();
+            let mut m = lock(&self.pipelines);
+            m.settle(now);
+            s.pipelines = m.pipelines.len() as u64;
+            s.pipeline_executions = m.execs.len() as u64;
+            s.open_pipeline_executions = m.execs.iter().filter(|e| e.is_open()).count() as u64;
+            s.manual_stage_retries = m.manual_retries;
+            s.auto_stage_retries = m.auto_retries;
+        }
         s.bucket_levels = lock(&self.throttle).levels().into_iter().collect();
         s
     }
 
     pub(crate) fn record_ledger(&self, e: LedgerEntry) {
         lock(&self.ledger).push(e);
+    }
+
+    pub(crate) fn record_retry(&self, e: RetryLedgerEntry) {
+        lock(&self.cp_ledger).push(e);
     }
 
     pub(crate) fn record_call(&self, api: &str, r: CallResult) {

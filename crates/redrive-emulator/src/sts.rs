@@ -49,6 +49,11 @@ pub struct RoleSpec {
     /// an empty list = none. ListStateMachines is never restricted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_machines: Option<Vec<String>>,
+    /// CodePipeline pipelines the role's sessions may act on: globs matched against the
+    /// pipeline's name or ARN. Absent = all (so roles written before CodePipeline existed keep
+    /// their meaning); an empty list = none. ListPipelines is never restricted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipelines: Option<Vec<String>>,
     /// Lifetime of every credential this role issues, overriding `DurationSeconds` (so tests can
     /// use lifetimes below STS's 900 s minimum). Rounded down to whole seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +80,11 @@ impl RoleSpec {
     /// Restrict the role to these state machines (globs over names or ARNs).
     pub fn state_machines<S: Into<String>>(mut self, globs: impl IntoIterator<Item = S>) -> Self {
         self.state_machines = Some(globs.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Restrict the role to these CodePipeline pipelines (globs over names or ARNs).
+    pub fn pipelines<S: Into<String>>(mut self, globs: impl IntoIterator<Item = S>) -> Self {
+        self.pipelines = Some(globs.into_iter().map(Into::into).collect());
         self
     }
     /// Lifetime of the credentials this role issues (overrides `DurationSeconds`).
@@ -106,6 +116,11 @@ impl RoleSpec {
         {
             return Err(format!("role {}: empty stateMachines entry", self.arn));
         }
+        if let Some(globs) = &self.pipelines
+            && globs.iter().any(String::is_empty)
+        {
+            return Err(format!("role {}: empty pipelines entry", self.arn));
+        }
         if let Some(d) = self.credential_ttl
             && d.0.as_secs() == 0
         {
@@ -128,6 +143,11 @@ impl RoleSpec {
     /// True if the role's sessions may act on the state machine `name` / `arn`.
     pub fn allows(&self, name: &str, arn: &str) -> bool {
         allows(self.state_machines.as_deref(), name, arn)
+    }
+
+    /// True if the role's sessions may act on the pipeline `name` / `arn`.
+    pub fn allows_pipeline(&self, name: &str, arn: &str) -> bool {
+        allows(self.pipelines.as_deref(), name, arn)
     }
 }
 
@@ -265,11 +285,16 @@ pub(crate) struct SessionView {
     pub assumed_role_arn: String,
     /// Allowed state machine globs (None = all); a role removed since issue allows nothing.
     pub allowed: Option<Vec<String>>,
+    /// Allowed pipeline globs (None = all); a role removed since issue allows nothing.
+    pub allowed_pipelines: Option<Vec<String>>,
 }
 
 impl SessionView {
     pub(crate) fn allows(&self, name: &str, arn: &str) -> bool {
         allows(self.allowed.as_deref(), name, arn)
+    }
+    pub(crate) fn allows_pipeline(&self, name: &str, arn: &str) -> bool {
+        allows(self.allowed_pipelines.as_deref(), name, arn)
     }
 }
 
@@ -357,12 +382,13 @@ impl StsState {
             meta.session_token.as_deref(),
             now,
         )?;
-        Ok(s.map(|s| SessionView {
-            assumed_role_arn: s.info.assumed_role_arn.clone(),
-            allowed: match self.roles.get(&s.info.role_arn) {
-                Some(r) => r.state_machines.clone(),
-                None => Some(Vec::new()),
-            },
+        Ok(s.map(|s| {
+            let role = self.roles.get(&s.info.role_arn);
+            SessionView {
+                assumed_role_arn: s.info.assumed_role_arn.clone(),
+                allowed: role.map_or(Some(Vec::new()), |r| r.state_machines.clone()),
+                allowed_pipelines: role.map_or(Some(Vec::new()), |r| r.pipelines.clone()),
+            }
         }))
     }
 

@@ -1,4 +1,4 @@
-//! `redrive-emulator`: a local AWS Step Functions endpoint for tests and demos.
+//! `redrive-emulator`: a local AWS Step Functions and CodePipeline endpoint for tests and demos.
 //!
 //! Prints `listening on http://HOST:PORT` as the first line on stdout, then serves until
 //! SIGINT/SIGTERM.
@@ -10,16 +10,20 @@ use std::time::Duration;
 
 use clap::Parser;
 use redrive_emulator::{
-    self as emulator, EmulatorConfig, FaultConfig, QuotaPreset, ReplayMode, Scenario, TokenScope,
-    parse_duration,
+    self as emulator, AutoRetryScope, CodePipelineConfig, EmulatorConfig, FaultConfig,
+    PendingAutoRetry, QuotaPreset, ReplayMode, Scenario, TokenScope, parse_duration,
 };
 
-/// Local AWS Step Functions emulator (AWS JSON 1.0) for redrive testing and demos.
+/// Local AWS Step Functions (AWS JSON 1.0) and CodePipeline (AWS JSON 1.1) emulator for redrive
+/// testing and demos.
 ///
 /// Point any AWS SDK or the AWS CLI at the printed endpoint (any credentials; requests must be
 /// SigV4-signed). Admin API: GET /_emulator/{health,ledger,stats,clock,faults},
 /// POST /_emulator/clock/advance {"seconds":N}, PUT /_emulator/faults, POST /_emulator/scenario,
-/// POST /_emulator/executions/fail {"arn","error","cause"}, GET /_emulator/executions?arn=ARN.
+/// POST /_emulator/executions/fail {"arn","error","cause"}, GET /_emulator/executions?arn=ARN,
+/// GET /_emulator/codepipeline/ledger, GET /_emulator/codepipeline/pipelines/NAME[/executions],
+/// POST /_emulator/codepipeline/pipelines/NAME/{executions,update},
+/// POST /_emulator/codepipeline/actions/complete {"pipeline","stage","action","outcome"}.
 #[derive(Debug, Parser)]
 #[command(name = "redrive-emulator", version, about, long_about)]
 struct Args {
@@ -27,7 +31,8 @@ struct Args {
     #[arg(long, env = "EMULATOR_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
 
-    /// Scenario to seed: a YAML or JSON file, `demo` (built-in demo data) or `empty`.
+    /// Scenario to seed: a YAML or JSON file, `demo` (built-in Step Functions and CodePipeline
+    /// demo data) or `empty`.
     #[arg(long, env = "EMULATOR_SCENARIO", default_value = "demo")]
     scenario: String,
 
@@ -108,6 +113,36 @@ struct Args {
     /// Start the emulated clock this far ahead of real time (e.g. 1h).
     #[arg(long, env = "EMULATOR_CLOCK_OFFSET", value_parser = parse_duration)]
     clock_offset: Option<Duration>,
+
+    /// CodePipeline pipelines (names or ARNs) answering AccessDeniedException (comma-separated).
+    #[arg(long, env = "EMULATOR_ACCESS_DENIED_PIPELINES", value_delimiter = ',')]
+    access_denied_pipelines: Vec<String>,
+
+    /// Delay before a native CodePipeline stage auto-retry (onFailure RETRY) starts.
+    #[arg(long, env = "EMULATOR_CODEPIPELINE_AUTO_RETRY_DELAY", value_parser = parse_duration)]
+    codepipeline_auto_retry_delay: Option<Duration>,
+
+    /// How many native auto-retries a failed stage gets.
+    #[arg(
+        long,
+        env = "EMULATOR_CODEPIPELINE_AUTO_RETRY_SCOPE",
+        value_enum,
+        default_value = "once-per-stage-execution"
+    )]
+    codepipeline_auto_retry_scope: AutoRetryScope,
+
+    /// What RetryStageExecution does while a native auto-retry is pending.
+    #[arg(
+        long,
+        env = "EMULATOR_CODEPIPELINE_RETRY_WHILE_AUTO_PENDING",
+        value_enum,
+        default_value = "conflict"
+    )]
+    codepipeline_retry_while_auto_pending: PendingAutoRetry,
+
+    /// Default run time of a CodePipeline action attempt.
+    #[arg(long, env = "EMULATOR_CODEPIPELINE_ACTION_DURATION", value_parser = parse_duration)]
+    codepipeline_action_duration: Option<Duration>,
 }
 
 #[tokio::main]
@@ -128,7 +163,11 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let scenario = match args.scenario.as_str() {
-        "demo" => Scenario::demo(),
+        "demo" => {
+            let mut s = Scenario::demo();
+            s.pipelines = Scenario::demo_pipelines().pipelines;
+            s
+        }
         "empty" | "none" => Scenario::new(),
         path => Scenario::from_file(PathBuf::from(path))?,
     };
@@ -145,6 +184,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             latency_rate: args.fault_latency_rate,
             only_apis: args.fault_only_apis,
             access_denied_state_machines: args.access_denied,
+            access_denied_pipelines: args.access_denied_pipelines,
         },
         seed: args.seed,
         replay: args.replay,
@@ -152,8 +192,24 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_open_executions: args.max_open_executions,
         listen: args.listen,
         clock_offset: args.clock_offset.unwrap_or_default(),
+        bucket_overrides: Default::default(),
+        codepipeline: {
+            let d = CodePipelineConfig::default();
+            CodePipelineConfig {
+                auto_retry_delay: args
+                    .codepipeline_auto_retry_delay
+                    .unwrap_or(d.auto_retry_delay),
+                auto_retry_scope: args.codepipeline_auto_retry_scope,
+                retry_while_auto_retry_pending: args.codepipeline_retry_while_auto_pending,
+                default_action_duration: args
+                    .codepipeline_action_duration
+                    .unwrap_or(d.default_action_duration),
+                ..d
+            }
+        },
     };
     let executions = scenario.execution_count();
+    let pipelines = scenario.pipelines.len();
     let handle = emulator::start(config, scenario).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -161,8 +217,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     eprintln!(
-        "redrive-emulator: {} executions seeded; admin API at {}/_emulator/health",
-        executions, handle.endpoint
+        "redrive-emulator: {} executions seeded, {} pipelines; admin API at {}/_emulator/health",
+        executions, pipelines, handle.endpoint
     );
     shutdown_signal().await;
     handle.shutdown().await;
