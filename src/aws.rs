@@ -19,6 +19,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 use crate::metrics::Metrics;
+use crate::policy::TargetKind;
 
 /// Operator-wide AWS settings (flags of `run`, `plan`, ...).
 #[derive(Clone, Debug)]
@@ -81,13 +82,20 @@ impl CallCounter {
         }
     }
 
-    pub fn record(&self, api: &str, result: AttemptResult, elapsed: Option<Duration>) {
+    /// One HTTP attempt of `target`'s (`stepfunctions`, `codepipeline`) API `api`.
+    pub fn record(
+        &self,
+        target: &str,
+        api: &str,
+        result: AttemptResult,
+        elapsed: Option<Duration>,
+    ) {
         {
             let mut map = self.inner.lock().expect("call counter lock");
             *map.entry((api.to_string(), result)).or_insert(0) += 1;
         }
         if let Some(m) = &self.metrics {
-            m.record_aws("stepfunctions", api, result.as_str(), elapsed);
+            m.record_aws(target, api, result.as_str(), elapsed);
         }
     }
 
@@ -118,7 +126,11 @@ impl CallCounter {
 }
 
 #[derive(Debug)]
-struct CountingInterceptor(CallCounter);
+struct CountingInterceptor {
+    counter: CallCounter,
+    /// The metrics label of the service (`TargetKind::as_str`).
+    target: &'static str,
+}
 
 /// When the current attempt started (for latency).
 #[derive(Clone, Copy, Debug)]
@@ -170,7 +182,7 @@ impl Intercept for CountingInterceptor {
             }
         };
         let elapsed = cfg.load::<AttemptStart>().map(|s| s.0.elapsed());
-        self.0.record(&api, result, elapsed);
+        self.counter.record(self.target, &api, result, elapsed);
         Ok(())
     }
 }
@@ -239,7 +251,24 @@ pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::Sdk
 /// A Step Functions client that counts its calls into `counter`.
 pub fn sfn_client(config: &aws_config::SdkConfig, counter: &CallCounter) -> aws_sdk_sfn::Client {
     let conf = aws_sdk_sfn::config::Builder::from(config)
-        .interceptor(CountingInterceptor(counter.clone()))
+        .interceptor(CountingInterceptor {
+            counter: counter.clone(),
+            target: TargetKind::StepFunctions.as_str(),
+        })
         .build();
     aws_sdk_sfn::Client::from_conf(conf)
+}
+
+/// A CodePipeline client that counts its calls into `counter`.
+pub fn codepipeline_client(
+    config: &aws_config::SdkConfig,
+    counter: &CallCounter,
+) -> aws_sdk_codepipeline::Client {
+    let conf = aws_sdk_codepipeline::config::Builder::from(config)
+        .interceptor(CountingInterceptor {
+            counter: counter.clone(),
+            target: TargetKind::CodePipeline.as_str(),
+        })
+        .build();
+    aws_sdk_codepipeline::Client::from_conf(conf)
 }

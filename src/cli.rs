@@ -92,6 +92,7 @@ impl AwsArgs {
             },
             concurrency: usize::from(self.concurrency),
             discovery_ttl: self.discovery_ttl,
+            ..PollSettings::default()
         }
     }
 }
@@ -124,6 +125,11 @@ pub struct PlanArgs {
     )]
     pub output: OutputFormat,
 
+    /// Read the attempt ledger of `run --state-dir` here, to show claimed attempts (never
+    /// written).
+    #[arg(long, env = "REDRIVE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -144,6 +150,11 @@ pub struct RunArgs {
     /// Local mode: poll each policy once, print the totals and exit.
     #[arg(long, env = "REDRIVE_ONCE", requires = "files")]
     pub once: bool,
+
+    /// Local mode: directory of the crash-safe attempt ledger, needed by targets without a
+    /// client token (codePipeline). Processes sharing a directory never act on the same attempt.
+    #[arg(long, env = "REDRIVE_STATE_DIR", requires = "files")]
+    pub state_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub aws: AwsArgs,
@@ -308,7 +319,17 @@ impl PollObserver for Collect {
 
 async fn plan(args: PlanArgs) -> ExitCode {
     let (policies, mut failed) = load(&args.files);
-    let ctx = Arc::new(Context::new(args.aws.poll_settings()));
+    let mut ctx = Context::new(args.aws.poll_settings());
+    if let Some(dir) = &args.state_dir {
+        match crate::ledger::file::FileLedger::open_read_only(dir) {
+            Ok(l) => ctx = ctx.with_ledger(Arc::new(l)),
+            Err(e) => {
+                eprintln!("error: --state-dir {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ctx = Arc::new(ctx);
     let collect = Arc::new(Collect::default());
     let (_stop_tx, stop_rx) = watch::channel(false);
     local::run(ctx, policies, true, true, collect.clone(), stop_rx).await;
@@ -404,11 +425,17 @@ async fn run(args: RunArgs) -> ExitCode {
     health.set_ready(true);
     // Local mode always acts: it is its own leader.
     metrics.leader.set(1);
-    let ctx = Arc::new(Context::with_observability(
-        args.aws.poll_settings(),
-        metrics,
-        health,
-    ));
+    let mut ctx = Context::with_observability(args.aws.poll_settings(), metrics, health);
+    if let Some(dir) = &args.state_dir {
+        match crate::ledger::file::FileLedger::open(dir) {
+            Ok(l) => ctx = ctx.with_ledger(Arc::new(l)),
+            Err(e) => {
+                eprintln!("error: --state-dir {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ctx = Arc::new(ctx);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -454,12 +481,14 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
         c.kube_heartbeat,
         health.clone(),
     );
-    let polls = Arc::new(Context::with_observability(
-        args.aws.poll_settings(),
-        metrics.clone(),
-        health,
-    ));
     let identity = c.identity.clone().unwrap_or_else(default_identity);
+    let mut poll_settings = args.aws.poll_settings();
+    poll_settings.holder = format!("{identity}/{}", std::process::id());
+    let polls = Arc::new(
+        Context::with_observability(poll_settings, metrics.clone(), health).with_ledger(Arc::new(
+            crate::ledger::kube::KubeLedger::new(client.clone()),
+        )),
+    );
     let settings = crate::controller::ControllerSettings {
         namespace: c.namespace.clone(),
         label_selector: c.selector.clone(),

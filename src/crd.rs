@@ -49,7 +49,8 @@ macro_rules! cel_seconds {
     status = "RedrivePolicyStatus",
     derive = "PartialEq",
     cel,
-    doc = "RedrivePolicy tells redrive-operator which failed AWS Step Functions executions to redrive (resume from the point of failure), when, and at what rate.",
+    doc = "RedrivePolicy tells redrive-operator which failed workflow runs (AWS Step Functions executions, AWS CodePipeline stages) to redrive (resume from the point of failure), when, and at what rate.",
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.target"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(
         name = "DryRun",
@@ -85,6 +86,14 @@ macro_rules! cel_seconds {
     )
 )]
 #[serde(rename_all = "camelCase")]
+// One target per policy (the Kubernetes "one of several sources" convention, like Volume
+// sources): exactly one member is set, and the kind cannot change after creation because the
+// attempt history, status and metrics of a policy belong to one service.
+#[x_kube(validation = Rule::new("[has(self.stepFunctions), has(self.codePipeline)].filter(x, x).size() == 1").message("set exactly one target: spec.stepFunctions or spec.codePipeline"))]
+#[x_kube(validation = Rule::new("has(self.stepFunctions) == has(oldSelf.stepFunctions) && has(self.codePipeline) == has(oldSelf.codePipeline)").message("the target kind (spec.stepFunctions or spec.codePipeline) cannot change after creation: create a new policy"))]
+#[x_kube(validation = Rule::new("!has(self.statuses) || has(self.stepFunctions)").message("spec.statuses (deprecated) applies to stepFunctions policies only: use spec.codePipeline.statuses"))]
+#[x_kube(validation = Rule::new("!has(self.statuses) || !has(self.stepFunctions) || !has(self.stepFunctions.statuses)").message("set spec.stepFunctions.statuses or the deprecated spec.statuses, not both"))]
+#[x_kube(validation = Rule::new(concat!("!has(self.stepFunctions) || !has(self.window) || !has(self.window.maxAge) || ", cel_seconds!("self.window.maxAge"), " <= 1209600")).message("window.maxAge must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"))]
 pub struct RedrivePolicySpec {
     /// Stop acting on this policy (no AWS calls); status is kept.
     #[serde(default)]
@@ -94,14 +103,21 @@ pub struct RedrivePolicySpec {
     #[serde(default)]
     pub dry_run: bool,
 
-    /// Which Step Functions state machines this policy covers.
-    pub step_functions: StepFunctionsTarget,
+    /// Target: the Step Functions state machines this policy covers (exactly one target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_functions: Option<StepFunctionsTarget>,
 
-    /// Execution statuses to redrive (subset of FAILED, TIMED_OUT, ABORTED).
-    #[serde(default = "default_statuses")]
+    /// Target: the CodePipeline pipelines and stages this policy retries (exactly one target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_pipeline: Option<CodePipelineTarget>,
+
+    /// Deprecated: use stepFunctions.statuses. Execution statuses to redrive (subset of FAILED,
+    /// TIMED_OUT, ABORTED); Step Functions policies only.
+    // No schema default: the API server would add it to every policy, CodePipeline ones too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 3))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("statuses must not repeat a value"))]
-    pub statuses: Vec<FailureStatus>,
+    pub statuses: Option<Vec<FailureStatus>>,
 
     /// Filters on the execution's error name and cause. Setting any of them costs one
     /// DescribeExecution call per candidate.
@@ -175,6 +191,116 @@ pub struct StepFunctionsTarget {
     #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
     #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("stepFunctions.maxRunTime must be at most 365d (the AWS maximum execution time)"))]
     pub max_run_time: String,
+
+    /// Execution statuses to redrive (subset of FAILED, TIMED_OUT, ABORTED; default FAILED,
+    /// TIMED_OUT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("stepFunctions.statuses must not repeat a value"))]
+    pub statuses: Option<Vec<FailureStatus>>,
+}
+
+/// The CodePipeline side of a policy: failed stages are retried with RetryStageExecution.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.pipelines) && size(self.pipelines) > 0) || has(self.selector)").message("set at least one of codePipeline.pipelines or codePipeline.selector"))]
+pub struct CodePipelineTarget {
+    /// AWS region of the pipelines, e.g. eu-west-1.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"), length(max = 32))]
+    pub region: String,
+
+    /// IAM role to assume for this policy, with ExternalId set to the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"),
+        length(max = 600)
+    )]
+    pub role_arn: Option<String>,
+
+    /// Pipeline names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(regex(pattern = r"^[A-Za-z0-9.@\-_]{1,100}$"), length(max = 100))
+    )]
+    pub pipelines: Vec<String>,
+
+    /// Select pipelines by name and tags (costs ListPipelines and ListTagsForResource calls,
+    /// cached between polls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<PipelineSelector>,
+
+    /// Stage names or globs (e.g. Deploy*) to retry; default every stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 100)))]
+    pub stages: Vec<String>,
+
+    /// Stage statuses to retry: Failed (default), and optionally Stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("codePipeline.statuses must not repeat a value"))]
+    pub statuses: Option<Vec<StageStatus>>,
+
+    /// FAILED_ACTIONS (default) re-runs the failed actions; ALL_ACTIONS re-runs the stage from its
+    /// first action.
+    #[serde(default)]
+    pub retry_mode: RetryMode,
+}
+
+/// Selects pipelines by name and tags; both must match when both are set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.nameRegex) || (has(self.tags) && size(self.tags) > 0)").message("codePipeline.selector needs nameRegex or tags"))]
+pub struct PipelineSelector {
+    /// Regular expression (RE2 syntax) matched against the pipeline name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub name_regex: Option<String>,
+
+    /// Tags that the pipeline must carry, all of them, with these exact values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A CodePipeline stage status that can be retried.
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+pub enum StageStatus {
+    Failed,
+    Stopped,
+}
+
+/// RetryStageExecution's retryMode.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RetryMode {
+    #[default]
+    FailedActions,
+    AllActions,
+}
+
+impl RetryMode {
+    /// The API's wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailedActions => "FAILED_ACTIONS",
+            Self::AllActions => "ALL_ACTIONS",
+        }
+    }
 }
 
 /// Selects state machines by name and tags; both must match when both are set.
@@ -257,11 +383,11 @@ pub struct Window {
     #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
     pub min_age: Option<String>,
 
-    /// Ignore failures older than this. At most 14d: AWS refuses to redrive an execution more
-    /// than 14 days after it stopped.
+    /// Ignore failures older than this. At most 14d for Step Functions (AWS refuses to redrive
+    /// an execution more than 14 days after it stopped), 365d otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
-    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 1209600")).message("window.maxAge must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"))]
+    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("window.maxAge must be at most 365d"))]
     pub max_age: Option<String>,
 }
 
@@ -338,9 +464,17 @@ pub struct RedrivePolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_poll: Option<String>,
 
-    /// Number of state machines the policy resolved to at the last poll.
+    /// The target kind: stepfunctions or codepipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+
+    /// Number of workflows (state machines, pipelines) the policy resolved to at the last poll.
     #[serde(default)]
-    pub state_machines: u32,
+    pub workflows: u32,
+
+    /// Deprecated alias of workflows, written for Step Functions policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_machines: Option<u32>,
 
     /// Decision counts.
     #[serde(default)]
@@ -389,18 +523,27 @@ pub struct StatusCounts {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentRedrive {
-    pub execution_arn: String,
-    /// redriveCount observed before the redrive (the attempt number, from 0).
-    pub redrive_count: u32,
+    /// The run acted on (Step Functions: execution ARN; CodePipeline: pipeline/stage/executionId).
+    pub run: String,
+    /// Attempts observed before this one (Step Functions: redriveCount; CodePipeline:
+    /// manualStageRetryAttempt), from 0.
+    pub attempts: u32,
+    /// Deprecated alias of run, written for Step Functions policies only (operators before
+    /// 0.2 require it: a rolling upgrade runs both versions on the same objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_arn: Option<String>,
+    /// Deprecated alias of attempts, written for Step Functions policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_count: Option<u32>,
     /// RFC 3339.
     pub at: String,
     /// Redriven, AlreadyRedriven, NotRedrivable, Failed, DryRun...
     pub outcome: String,
 }
 
-fn default_statuses() -> Vec<FailureStatus> {
-    vec![FailureStatus::Failed, FailureStatus::TimedOut]
-}
+/// Step Functions statuses acted on when a policy names none.
+pub const DEFAULT_SFN_STATUSES: [FailureStatus; 2] =
+    [FailureStatus::Failed, FailureStatus::TimedOut];
 fn default_max_redrives() -> u32 {
     3
 }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use std::time::Duration;
 
 use crate::engine::{Decision, Reason};
+use crate::ledger::MemoryLedger;
 use crate::local::{self, PollObserver};
 use crate::output::{self, relative, short_name, thousands};
 use crate::policy::Policy;
@@ -81,12 +82,8 @@ impl PollObserver for DemoPrinter {
             };
             println!(
                 "  ↻ redrive  {:<42} attempt {}  {detail}",
-                format!(
-                    "{}/{}",
-                    state_machine_of(&a.execution),
-                    short_name(&a.execution)
-                ),
-                a.redrive_count + 1
+                run_label(&a.run),
+                a.attempts + 1
             );
         }
         if report.actions.len() > limit {
@@ -103,11 +100,7 @@ impl PollObserver for DemoPrinter {
             if e.decision.is_redrive() || examples.contains_key(code) {
                 continue;
             }
-            let who = format!(
-                "{}/{}",
-                state_machine_of(&e.candidate.id),
-                short_name(&e.candidate.id)
-            );
+            let who = run_label(&e.candidate.id);
             let error = e
                 .candidate
                 .details
@@ -137,9 +130,21 @@ impl PollObserver for DemoPrinter {
     }
 }
 
-/// `...:execution:orders-processing:ord-0042` → `orders-processing`.
-fn state_machine_of(execution_arn: &str) -> &str {
-    execution_arn.split(':').nth(6).unwrap_or("?")
+/// `...:execution:orders-processing:ord-0042` → `orders-processing/ord-0042`;
+/// `web-frontend/Deploy/<uuid>` → `web-frontend/Deploy/<first 8 of the uuid>`.
+fn run_label(run: &str) -> String {
+    match run.split(':').nth(6) {
+        Some(sm) => format!("{sm}/{}", short_name(run)),
+        None => {
+            let mut parts = run.splitn(3, '/');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(p), Some(s), Some(id)) => {
+                    format!("{p}/{s}@{}", id.get(..8).unwrap_or(id))
+                }
+                _ => run.to_string(),
+            }
+        }
+    }
 }
 
 pub async fn run(args: DemoArgs) -> ExitCode {
@@ -147,11 +152,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         quota: QuotaPreset::UsEast1,
         ..EmulatorConfig::default()
     };
-    let scenario = Scenario::demo();
+    let mut scenario = Scenario::demo();
+    scenario.pipelines = Scenario::demo_pipelines().pipelines;
     let handle = match emulator::start(config, scenario).await {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: cannot start the Step Functions emulator: {e}");
+            eprintln!("error: cannot start the emulator: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -169,11 +175,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let stats = handle.stats();
     println!("redrive-operator demo");
     println!(
-        "Step Functions emulator on {} (us-east-1 API quotas): {} executions seeded.",
+        "Emulator on {} (us-east-1 API quotas): {} Step Functions executions and {} CodePipeline pipelines seeded.",
         handle.endpoint,
-        thousands(stats.executions)
+        thousands(stats.executions),
+        thousands(stats.pipelines)
     );
-    println!("Policy (examples/demo-policy.yaml):\n");
+    println!("Policies (examples/demo-policy.yaml):\n");
     for line in DEMO_POLICY
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -187,7 +194,9 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 
     let mut settings = PollSettings::default();
     settings.aws.endpoint_url = Some(handle.endpoint.clone());
-    let ctx = Arc::new(Context::new(settings));
+    // CodePipeline has no client token: the attempt ledger (in memory for the demo; a state
+    // directory or RedriveAttempt objects otherwise) makes each retry happen once.
+    let ctx = Arc::new(Context::new(settings).with_ledger(Arc::new(MemoryLedger::new())));
     // Local mode acts without a lease: it is its own leader.
     ctx.metrics.leader.set(1);
     let printer = Arc::new(DemoPrinter {
@@ -222,7 +231,21 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                 .or_insert(0) += 1;
         }
     }
-    let duplicates = per_attempt.values().filter(|n| **n > 1).count();
+    let mut per_stage_attempt: BTreeMap<(String, String, String, u32), u32> = BTreeMap::new();
+    for e in handle.codepipeline_ledger() {
+        if e.outcome == redrive_emulator::RetryOutcome::Retried {
+            *per_stage_attempt
+                .entry((
+                    e.pipeline_name,
+                    e.stage_name,
+                    e.pipeline_execution_id,
+                    e.manual_stage_retry_attempt_before,
+                ))
+                .or_insert(0) += 1;
+        }
+    }
+    let duplicates = per_attempt.values().filter(|n| **n > 1).count()
+        + per_stage_attempt.values().filter(|n| **n > 1).count();
     let executions: std::collections::BTreeSet<&String> =
         per_attempt.keys().map(|(arn, _)| arn).collect();
     println!("\n── tally ──");
@@ -238,6 +261,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!(
+        "{} CodePipeline stage retries (RetryStageExecution) performed by the emulator",
+        thousands(per_stage_attempt.values().map(|n| u64::from(*n)).sum())
+    );
     println!("{}", output::calls_line(totals.redriven, &ctx.calls));
     println!("\n── metrics (what `run` serves on /metrics; histograms omitted) ──");
     for line in ctx.metrics.encode().lines() {
@@ -249,10 +276,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     }
     handle.shutdown().await;
     if duplicates > 0 {
-        println!("FAILED: {duplicates} (execution, attempt) pairs were redriven more than once");
+        println!("FAILED: {duplicates} (run, attempt) pairs were redriven more than once");
         return ExitCode::FAILURE;
     }
-    println!("ledger check: at most one redrive per (execution, attempt): ok");
+    println!("ledger check: at most one redrive per (run, attempt), both services: ok");
     if totals.failed_polls > 0 {
         ExitCode::FAILURE
     } else {

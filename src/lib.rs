@@ -14,6 +14,7 @@
 //!   (crate `redrive-emulator`, also used by the tests and `redrive-bench`).
 
 pub mod admin;
+pub mod api;
 pub mod aws;
 pub mod cli;
 pub mod controller;
@@ -22,6 +23,7 @@ pub mod crd;
 pub mod demo;
 pub mod engine;
 pub mod leader;
+pub mod ledger;
 pub mod local;
 pub mod metrics;
 pub mod output;

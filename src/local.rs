@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::policy::Policy;
-use crate::reconcile::{Context, PolicyState, PollError, PollReport, poll};
+use crate::reconcile::{Context, PolicyState, PollError, PollReport};
 
 /// Polls in flight at once, all policies together (the controller's counterpart is
 /// `--reconcile-concurrency`). Without a bound, a thousand policies polling together open a
@@ -74,10 +74,9 @@ pub async fn run(
             let mut totals = RunTotals::default();
             let mut failures = 0u32;
             loop {
-                let target = ctx.stepfunctions(&policy).await;
                 let started = std::time::Instant::now();
                 let slot = slots.acquire().await.expect("poll slots are never closed");
-                let result = poll(target.as_ref(), &policy, &state, ctx.settings.concurrency, Timestamp::now).await;
+                let result = ctx.poll(&policy, &state, Timestamp::now).await;
                 drop(slot);
                 totals.polls += 1;
                 let wait = match &result {

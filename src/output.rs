@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{AttemptResult, CallCounter};
 use crate::engine::{Decision, PlanEntry, Reason};
+use crate::policy::TargetKind;
 use crate::reconcile::PollReport;
 use crate::targets::WorkflowIssue;
 
@@ -89,12 +90,12 @@ pub fn plan_table(report: &PollReport, now: Timestamp) -> String {
         let c = &e.candidate;
         table.add_row(vec![
             short_name(&c.id).to_string(),
-            short_name(&c.parent).to_string(),
+            short_name(&c.workflow).to_string(),
             c.status.as_str().to_string(),
             c.stopped
                 .map(|s| relative(s, now))
                 .unwrap_or_else(|| "-".into()),
-            c.redrive_count.to_string(),
+            c.attempts.to_string(),
             decision_word(&e.decision).to_string(),
             reason_text(&e.decision, now),
         ]);
@@ -112,10 +113,12 @@ pub fn plan_summary(report: &PollReport) -> String {
         .map(|(n, code)| format!("{} {code}", thousands(*n)))
         .collect();
     format!(
-        "{}: {} executions in {} state machines{}{}",
+        "{}: {} {} in {} {}s{}{}",
         report.policy,
         thousands(report.plan.entries.len() as u64),
+        report.target.runs_noun(),
         report.workflows.len(),
+        report.target.workflow_noun(),
         if detail.is_empty() { "" } else { ": " },
         detail.join(", ")
     )
@@ -127,13 +130,15 @@ pub fn issue_lines(report: &PollReport) -> Vec<String> {
     for (wf, issue) in &report.issues {
         match issue {
             WorkflowIssue::Skipped(r) => out.push(format!(
-                "{}: state machine {} skipped: {r}",
+                "{}: {} {} skipped: {r}",
                 report.policy,
+                report.target.workflow_noun(),
                 short_name(wf)
             )),
             WorkflowIssue::Failed(e) => out.push(format!(
-                "error: policy {}: state machine {wf}: {e}",
-                report.policy
+                "error: policy {}: {} {wf}: {e}",
+                report.policy,
+                report.target.workflow_noun()
             )),
         }
     }
@@ -152,7 +157,7 @@ pub fn issue_lines(report: &PollReport) -> Vec<String> {
     out
 }
 
-fn entry_json(e: &PlanEntry) -> Value {
+fn entry_json(target: TargetKind, e: &PlanEntry) -> Value {
     let c = &e.candidate;
     let (reason, detail, until) = match &e.decision {
         Decision::Redrive { .. } => (Value::Null, Value::Null, Value::Null),
@@ -163,19 +168,41 @@ fn entry_json(e: &PlanEntry) -> Value {
             json!(until.to_string()),
         ),
     };
-    json!({
-        "executionArn": c.id,
-        "stateMachineArn": c.parent,
+    let mut v = json!({
+        "run": c.id,
+        "workflow": c.workflow,
         "status": c.status.as_str(),
         "startDate": c.started.to_string(),
         "stopDate": c.stopped.map(|t| t.to_string()),
-        "redriveCount": c.redrive_count,
+        "attempts": c.attempts,
         "decision": match &e.decision { Decision::Redrive { .. } => "Redrive", Decision::Skip { .. } => "Skip", Decision::Wait { .. } => "Wait" },
         "reason": reason,
         "reasonDetail": detail,
         "until": until,
-        "clientToken": e.client_token,
-    })
+        "error": c.details.as_ref().and_then(|d| d.error.clone()),
+    });
+    // Service-specific ids, as extra fields (docs/plan-json.md).
+    let extra = match target {
+        TargetKind::StepFunctions => json!({
+            "executionArn": c.id,
+            "stateMachineArn": c.workflow,
+            "redriveCount": c.attempts,
+            "clientToken": e.client_token,
+        }),
+        TargetKind::CodePipeline => {
+            let mut parts = c.id.splitn(3, '/');
+            json!({
+                "pipelineName": parts.next(),
+                "stageName": parts.next(),
+                "pipelineExecutionId": parts.next(),
+                "manualStageRetryAttempt": c.attempts,
+            })
+        }
+    };
+    if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    v
 }
 
 fn detail_of(r: &Reason) -> Value {
@@ -190,12 +217,13 @@ pub fn plan_json(report: &PollReport) -> Value {
     let counts: BTreeMap<&str, u64> = report.plan.counts();
     json!({
         "policy": report.policy.to_string(),
-        "stateMachines": report.workflows,
-        "executions": report.plan.entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "target": report.target.as_str(),
+        "workflows": report.workflows,
+        "runs": report.plan.entries.iter().map(|e| entry_json(report.target, e)).collect::<Vec<_>>(),
         "summary": counts,
         "issues": report.issues.iter().map(|(wf, i)| match i {
-            WorkflowIssue::Skipped(r) => json!({"stateMachineArn": wf, "reason": r.code()}),
-            WorkflowIssue::Failed(e) => json!({"stateMachineArn": wf, "error": e.to_string(), "category": e.category.as_str()}),
+            WorkflowIssue::Skipped(r) => json!({"workflow": wf, "reason": r.code()}),
+            WorkflowIssue::Failed(e) => json!({"workflow": wf, "error": e.to_string(), "category": e.category.as_str()}),
         }).collect::<Vec<_>>(),
     })
 }

@@ -11,7 +11,11 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::{Regex, RegexBuilder};
 
-use crate::crd::{FailureStatus, RedrivePolicy, RedrivePolicySpec};
+use crate::crd::{
+    CodePipelineTarget, DEFAULT_SFN_STATUSES, FailureStatus, RedrivePolicy, RedrivePolicySpec,
+    RetryMode, StageStatus, StepFunctionsTarget,
+};
+use crate::engine::RunStatus;
 
 /// Upper bound on a compiled regex, so a hostile pattern cannot exhaust memory. Rust's regex
 /// engine runs in linear time, so catastrophic backtracking is not a risk.
@@ -20,9 +24,14 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// AWS: an execution can be redriven at most 14 days after it stopped.
 pub const AWS_REDRIVE_PERIOD: Duration = Duration::from_secs(14 * 86_400);
 
+/// Longest `window.maxAge` for targets without a service-side redrive period (CodePipeline keeps
+/// 12 months of execution history).
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
+
 const STATE_MACHINE_ARN: &str = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{12}:stateMachine:[^:\s]{1,80}(/[^:\s]{1,80})?(:[A-Za-z0-9_-]{1,80})?$";
 const ROLE_ARN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$";
 const REGION: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
+const PIPELINE_NAME: &str = r"^[A-Za-z0-9.@\-_]{1,100}$";
 
 /// Namespace and name of a policy (the namespace is empty for files in local mode).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,6 +97,77 @@ impl Selector {
     }
 }
 
+/// The service a policy targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetKind {
+    StepFunctions,
+    CodePipeline,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 2] = [TargetKind::StepFunctions, TargetKind::CodePipeline];
+
+    /// What one workflow is called in messages.
+    pub fn workflow_noun(self) -> &'static str {
+        match self {
+            TargetKind::StepFunctions => "state machine",
+            TargetKind::CodePipeline => "pipeline",
+        }
+    }
+
+    /// What runs are called in messages (plural).
+    pub fn runs_noun(self) -> &'static str {
+        match self {
+            TargetKind::StepFunctions => "executions",
+            TargetKind::CodePipeline => "failed stages",
+        }
+    }
+
+    /// Stable name for metrics labels, status and output (`target="codepipeline"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::StepFunctions => "stepfunctions",
+            TargetKind::CodePipeline => "codepipeline",
+        }
+    }
+}
+
+/// The Step Functions member, validated.
+#[derive(Clone, Debug)]
+pub struct StepFunctionsSpec {
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub state_machines: Vec<String>,
+    pub selector: Option<Selector>,
+    pub max_run_time: Duration,
+}
+
+/// The CodePipeline member, validated.
+#[derive(Clone, Debug)]
+pub struct CodePipelineSpec {
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub pipelines: Vec<String>,
+    pub selector: Option<Selector>,
+    /// Stage globs (None: every stage), with their source text for messages.
+    pub stages: Option<GlobSet>,
+    pub stage_patterns: Vec<String>,
+    pub retry_mode: RetryMode,
+}
+
+impl CodePipelineSpec {
+    pub fn stage_selected(&self, stage: &str) -> bool {
+        self.stages.as_ref().is_none_or(|g| g.is_match(stage))
+    }
+}
+
+/// Exactly one target per policy.
+#[derive(Clone, Debug)]
+pub enum TargetSpec {
+    StepFunctions(StepFunctionsSpec),
+    CodePipeline(CodePipelineSpec),
+}
+
 /// Everything the engine and targets need from a policy, validated.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -95,12 +175,9 @@ pub struct Policy {
     pub generation: Option<i64>,
     pub suspend: bool,
     pub dry_run: bool,
-    pub region: String,
-    pub role_arn: Option<String>,
-    pub state_machines: Vec<String>,
-    pub selector: Option<Selector>,
-    pub max_run_time: Duration,
-    pub statuses: Vec<FailureStatus>,
+    pub target: TargetSpec,
+    /// Run statuses to act on, in the engine's service-neutral terms.
+    pub statuses: Vec<RunStatus>,
     pub errors: Option<ErrorFilter>,
     pub min_age: Duration,
     pub max_age: Duration,
@@ -128,94 +205,57 @@ impl Policy {
 
     /// Validate a spec. Errors name the first offending field.
     pub fn from_spec(id: PolicyId, spec: &RedrivePolicySpec) -> Result<Self, SpecError> {
-        let sf = &spec.step_functions;
-        check_pattern(
-            "spec.stepFunctions.region",
-            &sf.region,
-            REGION,
-            "an AWS region such as eu-west-1",
-        )?;
-        if let Some(role) = &sf.role_arn {
-            check_pattern(
-                "spec.stepFunctions.roleArn",
-                role,
-                ROLE_ARN,
-                "an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
-            )?;
-        }
-        if sf.state_machines.len() > 100 {
-            return Err(SpecError::new(
-                "spec.stepFunctions.stateMachines",
-                "at most 100 ARNs",
-            ));
-        }
-        for (i, arn) in sf.state_machines.iter().enumerate() {
-            let field = format!("spec.stepFunctions.stateMachines[{i}]");
-            check_pattern(
-                &field,
-                arn,
-                STATE_MACHINE_ARN,
-                "a state machine ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME)",
-            )?;
-            if arn.split(':').nth(3) != Some(sf.region.as_str()) {
+        let (target, statuses) = match (&spec.step_functions, &spec.code_pipeline) {
+            (Some(sf), None) => {
+                let member = step_functions(sf)?;
+                if spec.statuses.is_some() && sf.statuses.is_some() {
+                    return Err(SpecError::new(
+                        "spec.statuses",
+                        "set spec.stepFunctions.statuses or the deprecated spec.statuses, not both",
+                    ));
+                }
+                let (field, listed) = match (&sf.statuses, &spec.statuses) {
+                    (Some(s), _) => ("spec.stepFunctions.statuses", s.as_slice()),
+                    (None, Some(s)) => ("spec.statuses", s.as_slice()),
+                    (None, None) => ("spec.stepFunctions.statuses", &DEFAULT_SFN_STATUSES[..]),
+                };
+                let statuses = distinct(field, listed, 3, "FAILED, TIMED_OUT, ABORTED")?;
+                let statuses = statuses.into_iter().map(sfn_run_status).collect();
+                (TargetSpec::StepFunctions(member), statuses)
+            }
+            (None, Some(cp)) => {
+                let member = code_pipeline(cp)?;
+                if spec.statuses.is_some() {
+                    return Err(SpecError::new(
+                        "spec.statuses",
+                        "applies to stepFunctions policies only (deprecated): use spec.codePipeline.statuses",
+                    ));
+                }
+                let listed = cp.statuses.as_deref().unwrap_or(&[StageStatus::Failed]);
+                let statuses =
+                    distinct("spec.codePipeline.statuses", listed, 2, "Failed, Stopped")?;
+                let statuses = statuses
+                    .into_iter()
+                    .map(|s| match s {
+                        StageStatus::Failed => RunStatus::Failed,
+                        StageStatus::Stopped => RunStatus::Stopped,
+                    })
+                    .collect();
+                (TargetSpec::CodePipeline(member), statuses)
+            }
+            (None, None) => {
                 return Err(SpecError::new(
-                    field,
-                    format!("ARN is not in stepFunctions.region {:?}", sf.region),
+                    "spec",
+                    "set exactly one target: spec.stepFunctions or spec.codePipeline",
                 ));
             }
-        }
-        let selector = match &sf.selector {
-            None => None,
-            Some(sel) => {
-                if sel.name_regex.is_none() && sel.tags.is_empty() {
-                    return Err(SpecError::new(
-                        "spec.stepFunctions.selector",
-                        "needs nameRegex or tags",
-                    ));
-                }
-                if sel.tags.len() > 20 {
-                    return Err(SpecError::new(
-                        "spec.stepFunctions.selector.tags",
-                        "at most 20 tags",
-                    ));
-                }
-                let name_regex = sel
-                    .name_regex
-                    .as_deref()
-                    .map(|r| compile_regex("spec.stepFunctions.selector.nameRegex", r, 256))
-                    .transpose()?;
-                Some(Selector {
-                    name_regex,
-                    tags: sel.tags.clone(),
-                })
+            (Some(_), Some(_)) => {
+                return Err(SpecError::new(
+                    "spec.codePipeline",
+                    "set exactly one target: spec.stepFunctions or spec.codePipeline, not both",
+                ));
             }
         };
-        if sf.state_machines.is_empty() && selector.is_none() {
-            return Err(SpecError::new(
-                "spec.stepFunctions",
-                "set at least one of stepFunctions.stateMachines or stepFunctions.selector",
-            ));
-        }
-        let max_run_time = parse_duration("spec.stepFunctions.maxRunTime", &sf.max_run_time)?;
-        if max_run_time > Duration::from_secs(365 * 86_400) {
-            return Err(SpecError::new(
-                "spec.stepFunctions.maxRunTime",
-                "must be at most 365d (the AWS maximum execution time)",
-            ));
-        }
-
-        if spec.statuses.is_empty() || spec.statuses.len() > 3 {
-            return Err(SpecError::new(
-                "spec.statuses",
-                "list 1 to 3 of FAILED, TIMED_OUT, ABORTED",
-            ));
-        }
-        let mut statuses = spec.statuses.clone();
-        statuses.sort();
-        statuses.dedup();
-        if statuses.len() != spec.statuses.len() {
-            return Err(SpecError::new("spec.statuses", "must not repeat a value"));
-        }
 
         let errors = match &spec.errors {
             None => None,
@@ -245,11 +285,16 @@ impl Policy {
             .as_deref()
             .map(|d| parse_duration("spec.window.maxAge", d))
             .transpose()?
-            .unwrap_or(AWS_REDRIVE_PERIOD);
-        if max_age > AWS_REDRIVE_PERIOD {
+            .unwrap_or(target.max_window());
+        if max_age > target.max_window() {
             return Err(SpecError::new(
                 "spec.window.maxAge",
-                "must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped",
+                match target {
+                    TargetSpec::StepFunctions(_) => {
+                        "must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"
+                    }
+                    TargetSpec::CodePipeline(_) => "must be at most 365d",
+                },
             ));
         }
         if min_age >= max_age {
@@ -322,12 +367,8 @@ impl Policy {
             generation: None,
             suspend: spec.suspend,
             dry_run: spec.dry_run,
-            region: sf.region.clone(),
-            role_arn: sf.role_arn.clone(),
-            state_machines: sf.state_machines.clone(),
-            selector,
-            max_run_time,
-            statuses: spec.statuses.clone(),
+            target,
+            statuses,
             errors,
             min_age,
             max_age,
@@ -343,6 +384,219 @@ impl Policy {
     pub fn needs_error_details(&self) -> bool {
         self.errors.is_some()
     }
+
+    pub fn kind(&self) -> TargetKind {
+        self.target.kind()
+    }
+
+    /// AWS region of the target.
+    pub fn region(&self) -> &str {
+        match &self.target {
+            TargetSpec::StepFunctions(t) => &t.region,
+            TargetSpec::CodePipeline(t) => &t.region,
+        }
+    }
+
+    /// IAM role assumed for this policy.
+    pub fn role_arn(&self) -> Option<&str> {
+        match &self.target {
+            TargetSpec::StepFunctions(t) => t.role_arn.as_deref(),
+            TargetSpec::CodePipeline(t) => t.role_arn.as_deref(),
+        }
+    }
+
+    pub fn step_functions(&self) -> Option<&StepFunctionsSpec> {
+        match &self.target {
+            TargetSpec::StepFunctions(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn code_pipeline(&self) -> Option<&CodePipelineSpec> {
+        match &self.target {
+            TargetSpec::CodePipeline(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl TargetSpec {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            TargetSpec::StepFunctions(_) => TargetKind::StepFunctions,
+            TargetSpec::CodePipeline(_) => TargetKind::CodePipeline,
+        }
+    }
+
+    /// Default and maximum `window.maxAge`.
+    pub fn max_window(&self) -> Duration {
+        match self {
+            TargetSpec::StepFunctions(_) => AWS_REDRIVE_PERIOD,
+            TargetSpec::CodePipeline(_) => MAX_WINDOW,
+        }
+    }
+}
+
+fn sfn_run_status(s: FailureStatus) -> RunStatus {
+    match s {
+        FailureStatus::Failed => RunStatus::Failed,
+        FailureStatus::TimedOut => RunStatus::TimedOut,
+        FailureStatus::Aborted => RunStatus::Aborted,
+    }
+}
+
+/// 1 to `max` values, none repeated.
+fn distinct<T: Copy + Ord>(
+    field: &str,
+    listed: &[T],
+    max: usize,
+    allowed: &str,
+) -> Result<Vec<T>, SpecError> {
+    if listed.is_empty() || listed.len() > max {
+        return Err(SpecError::new(
+            field,
+            format!("list 1 to {max} of {allowed}"),
+        ));
+    }
+    let mut out = listed.to_vec();
+    out.sort();
+    out.dedup();
+    if out.len() != listed.len() {
+        return Err(SpecError::new(field, "must not repeat a value"));
+    }
+    Ok(listed.to_vec())
+}
+
+fn region_and_role(member: &str, region: &str, role: Option<&str>) -> Result<(), SpecError> {
+    check_pattern(
+        &format!("spec.{member}.region"),
+        region,
+        REGION,
+        "an AWS region such as eu-west-1",
+    )?;
+    if let Some(role) = role {
+        check_pattern(
+            &format!("spec.{member}.roleArn"),
+            role,
+            ROLE_ARN,
+            "an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
+        )?;
+    }
+    Ok(())
+}
+
+fn selector(
+    member: &str,
+    name_regex: Option<&str>,
+    tags: &BTreeMap<String, String>,
+) -> Result<Selector, SpecError> {
+    if name_regex.is_none() && tags.is_empty() {
+        return Err(SpecError::new(
+            format!("spec.{member}.selector"),
+            "needs nameRegex or tags",
+        ));
+    }
+    if tags.len() > 20 {
+        return Err(SpecError::new(
+            format!("spec.{member}.selector.tags"),
+            "at most 20 tags",
+        ));
+    }
+    let name_regex = name_regex
+        .map(|r| compile_regex(&format!("spec.{member}.selector.nameRegex"), r, 256))
+        .transpose()?;
+    Ok(Selector {
+        name_regex,
+        tags: tags.clone(),
+    })
+}
+
+fn step_functions(sf: &StepFunctionsTarget) -> Result<StepFunctionsSpec, SpecError> {
+    region_and_role("stepFunctions", &sf.region, sf.role_arn.as_deref())?;
+    if sf.state_machines.len() > 100 {
+        return Err(SpecError::new(
+            "spec.stepFunctions.stateMachines",
+            "at most 100 ARNs",
+        ));
+    }
+    for (i, arn) in sf.state_machines.iter().enumerate() {
+        let field = format!("spec.stepFunctions.stateMachines[{i}]");
+        check_pattern(
+            &field,
+            arn,
+            STATE_MACHINE_ARN,
+            "a state machine ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME)",
+        )?;
+        if arn.split(':').nth(3) != Some(sf.region.as_str()) {
+            return Err(SpecError::new(
+                field,
+                format!("ARN is not in stepFunctions.region {:?}", sf.region),
+            ));
+        }
+    }
+    let selector = sf
+        .selector
+        .as_ref()
+        .map(|sel| selector("stepFunctions", sel.name_regex.as_deref(), &sel.tags))
+        .transpose()?;
+    if sf.state_machines.is_empty() && selector.is_none() {
+        return Err(SpecError::new(
+            "spec.stepFunctions",
+            "set at least one of stepFunctions.stateMachines or stepFunctions.selector",
+        ));
+    }
+    let max_run_time = parse_duration("spec.stepFunctions.maxRunTime", &sf.max_run_time)?;
+    if max_run_time > Duration::from_secs(365 * 86_400) {
+        return Err(SpecError::new(
+            "spec.stepFunctions.maxRunTime",
+            "must be at most 365d (the AWS maximum execution time)",
+        ));
+    }
+    Ok(StepFunctionsSpec {
+        region: sf.region.clone(),
+        role_arn: sf.role_arn.clone(),
+        state_machines: sf.state_machines.clone(),
+        selector,
+        max_run_time,
+    })
+}
+
+fn code_pipeline(cp: &CodePipelineTarget) -> Result<CodePipelineSpec, SpecError> {
+    region_and_role("codePipeline", &cp.region, cp.role_arn.as_deref())?;
+    if cp.pipelines.len() > 100 {
+        return Err(SpecError::new(
+            "spec.codePipeline.pipelines",
+            "at most 100 names",
+        ));
+    }
+    for (i, name) in cp.pipelines.iter().enumerate() {
+        check_pattern(
+            &format!("spec.codePipeline.pipelines[{i}]"),
+            name,
+            PIPELINE_NAME,
+            "a pipeline name (1 to 100 of A-Z a-z 0-9 . @ - _)",
+        )?;
+    }
+    let selector = cp
+        .selector
+        .as_ref()
+        .map(|sel| selector("codePipeline", sel.name_regex.as_deref(), &sel.tags))
+        .transpose()?;
+    if cp.pipelines.is_empty() && selector.is_none() {
+        return Err(SpecError::new(
+            "spec.codePipeline",
+            "set at least one of codePipeline.pipelines or codePipeline.selector",
+        ));
+    }
+    Ok(CodePipelineSpec {
+        region: cp.region.clone(),
+        role_arn: cp.role_arn.clone(),
+        pipelines: cp.pipelines.clone(),
+        selector,
+        stages: compile_globs("spec.codePipeline.stages", &cp.stages)?,
+        stage_patterns: cp.stages.clone(),
+        retry_mode: cp.retry_mode,
+    })
 }
 
 /// Parse a duration in the CRD's format: one whole number and one unit of s, m, h or d.
@@ -375,7 +629,7 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
 /// The constant patterns, compiled once.
 static PATTERNS: std::sync::LazyLock<std::collections::HashMap<&'static str, Regex>> =
     std::sync::LazyLock::new(|| {
-        [STATE_MACHINE_ARN, ROLE_ARN, REGION]
+        [STATE_MACHINE_ARN, ROLE_ARN, REGION, PIPELINE_NAME]
             .into_iter()
             .map(|p| (p, Regex::new(p).expect("constant pattern compiles")))
             .collect()

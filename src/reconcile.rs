@@ -12,10 +12,12 @@ use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
 use crate::admin::Health;
-use crate::aws::{AwsSettings, CallCounter, sdk_config, sfn_client};
+use crate::aws::{AwsSettings, CallCounter};
 use crate::engine::{self, BudgetState, Candidate, Details, Plan, RateBucket};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyId};
+use crate::targets::registry::{AnyTarget, RegistrySettings, TargetRegistry};
 use crate::targets::stepfunctions::StepFunctions;
 use crate::targets::{ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
 
@@ -30,6 +32,8 @@ pub struct PollSettings {
     pub concurrency: usize,
     /// How long selector results (ListStateMachines, tags) are reused.
     pub discovery_ttl: Duration,
+    /// This replica's identity in attempt-ledger claims.
+    pub holder: String,
 }
 
 impl Default for PollSettings {
@@ -38,22 +42,30 @@ impl Default for PollSettings {
             aws: AwsSettings::default(),
             concurrency: 16,
             discovery_ttl: Duration::from_secs(300),
+            holder: crate::targets::registry::default_holder(),
         }
     }
 }
 
-/// (region, role ARN, namespace): what a set of credentials and an endpoint depend on.
-type TargetKey = (String, Option<String>, String);
-
-/// Shared, long-lived clients: one Step Functions target per (region, role, namespace), so SDK
-/// rate limiting and selector caches span polls and policies.
+/// Shared, long-lived clients (one per service, region, role and namespace, so SDK rate limiting
+/// and selector caches span polls and policies), metrics and health.
 pub struct Context {
     pub settings: PollSettings,
     pub calls: CallCounter,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    targets: tokio::sync::Mutex<HashMap<TargetKey, Arc<StepFunctions>>>,
+    registry: TargetRegistry,
+    ledger: Option<Arc<dyn Ledger>>,
+    /// When each ledger namespace was last pruned.
+    pruned: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How often one namespace's attempt records are pruned.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Records are kept for the longest redrive window of any ledger target plus a day, whatever
+/// window the polling policy has: another policy of the namespace may need them longer.
+pub const LEDGER_RETENTION: Duration = Duration::from_secs((365 + 1) * 86_400);
 
 impl Context {
     pub fn new(settings: PollSettings) -> Self {
@@ -66,12 +78,54 @@ impl Context {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Self {
+        let calls = CallCounter::with_metrics(metrics.clone());
+        let registry = TargetRegistry::new(registry_settings(&settings, None), calls.clone());
         Self {
             settings,
-            calls: CallCounter::with_metrics(metrics.clone()),
+            calls,
             metrics,
             health,
-            targets: tokio::sync::Mutex::new(HashMap::new()),
+            registry,
+            ledger: None,
+            pruned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Use `ledger` for targets without a service token (CodePipeline). Without one they refuse
+    /// to act.
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.registry = TargetRegistry::new(
+            registry_settings(&self.settings, Some(ledger.clone())),
+            self.calls.clone(),
+        );
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Delete the attempt records of the policy's namespace that no policy can need any more
+    /// (older than [`LEDGER_RETENTION`]), at most every [`PRUNE_EVERY`] per namespace. Never
+    /// fails the poll: a failed prune is retried at the next one.
+    async fn prune_ledger(&self, policy: &Policy) {
+        let Some(ledger) = &self.ledger else { return };
+        if policy.dry_run || policy.suspend {
+            return;
+        }
+        let ns = external_id(&policy.id);
+        {
+            let mut pruned = self.pruned.lock().expect("prune lock");
+            if pruned.get(&ns).is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            pruned.insert(ns.clone(), std::time::Instant::now());
+        }
+        let cutoff = Timestamp::now() - signed(LEDGER_RETENTION);
+        match ledger.prune(&ns, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!(namespace = %ns, deleted = n, "pruned attempt records"),
+            Err(e) => {
+                self.pruned.lock().expect("prune lock").remove(&ns);
+                warn!(namespace = %ns, category = e.category().as_str(), error = %e, "pruning attempt records failed");
+            }
         }
     }
 
@@ -85,7 +139,8 @@ impl Context {
     ) {
         match result {
             Ok(report) => {
-                self.metrics.record_poll("stepfunctions", report, took);
+                self.metrics
+                    .record_poll(policy.kind().as_str(), report, took);
                 if policy.suspend {
                     self.health.forget(&policy.id);
                 } else {
@@ -102,67 +157,60 @@ impl Context {
         }
     }
 
-    /// The Step Functions target for a policy: its region, assuming its role (ExternalId = the
-    /// policy's namespace) when it names one.
+    /// The target client for a policy.
+    pub async fn target(&self, policy: &Policy) -> AnyTarget {
+        self.registry.target(policy).await
+    }
+
+    /// The Step Functions target of a Step Functions policy (tests and the benchmark).
     pub async fn stepfunctions(&self, policy: &Policy) -> Arc<StepFunctions> {
-        let key = (
-            policy.region.clone(),
-            policy.role_arn.clone(),
-            policy.id.namespace.clone(),
-        );
-        let mut targets = self.targets.lock().await;
-        if let Some(t) = targets.get(&key) {
-            return t.clone();
-        }
-        let base = sdk_config(&self.settings.aws, &policy.region).await;
-        let config = match &policy.role_arn {
-            None => base,
-            Some(role) => {
-                let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                    .external_id(external_id(&policy.id))
-                    .session_name("redrive-operator")
-                    .configure(&base)
-                    .build()
-                    .await;
-                base.into_builder()
-                    .credentials_provider(
-                        aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-                    )
-                    .build()
+        match self.target(policy).await {
+            AnyTarget::StepFunctions(t) => t,
+            AnyTarget::CodePipeline(_) => {
+                panic!("policy {} is not a stepFunctions policy", policy.id)
             }
-        };
-        // Per account and region (the scope of AWS's buckets): the role, or the default chain.
-        let partition_key = format!(
-            "redrive-sfn/{}/{}",
-            policy.region,
-            policy.role_arn.as_deref().unwrap_or("default-credentials")
-        );
-        let target = Arc::new(StepFunctions::new(
-            sfn_client(&config, &self.calls),
-            &partition_key,
-            self.settings.discovery_ttl,
-        ));
-        targets.insert(key, target.clone());
-        target
+        }
+    }
+
+    /// One poll of `policy` with its target: [`poll`] on whichever service it names.
+    pub async fn poll(
+        &self,
+        policy: &Policy,
+        state: &Mutex<PolicyState>,
+        now: impl Fn() -> Timestamp,
+    ) -> Result<PollReport, PollError> {
+        let concurrency = self.settings.concurrency;
+        match self.target(policy).await {
+            AnyTarget::StepFunctions(t) => poll(t.as_ref(), policy, state, concurrency, now).await,
+            AnyTarget::CodePipeline(t) => {
+                let report = poll(t.as_ref(), policy, state, concurrency, now).await;
+                if report.is_ok() {
+                    self.prune_ledger(policy).await;
+                }
+                report
+            }
+        }
     }
 }
 
-/// The ExternalId used when assuming a policy's role: its namespace, so that a role's trust policy
-/// decides which namespaces may use it. Local-mode policies have no namespace and use `local`.
-pub fn external_id(id: &PolicyId) -> String {
-    if id.namespace.is_empty() {
-        "local".to_string()
-    } else {
-        id.namespace.clone()
+fn registry_settings(settings: &PollSettings, ledger: Option<Arc<dyn Ledger>>) -> RegistrySettings {
+    RegistrySettings {
+        aws: settings.aws.clone(),
+        discovery_ttl: settings.discovery_ttl,
+        holder: settings.holder.clone(),
+        ledger,
     }
 }
+
+pub use crate::targets::registry::external_id;
 
 /// One redrive the operator performed or attempted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Action {
-    pub execution: String,
-    /// redriveCount observed before the redrive.
-    pub redrive_count: u32,
+    /// The run acted on.
+    pub run: String,
+    /// Attempts observed before this one (Step Functions: redriveCount).
+    pub attempts: u32,
     pub client_token: String,
     pub at: Timestamp,
     pub result: Result<RedriveOutcome, TargetError>,
@@ -215,6 +263,7 @@ impl PolicyState {
 #[derive(Clone, Debug)]
 pub struct PollReport {
     pub policy: PolicyId,
+    pub target: crate::policy::TargetKind,
     pub started: Timestamp,
     pub finished: Timestamp,
     pub workflows: Vec<String>,
@@ -234,6 +283,7 @@ impl PollReport {
     fn empty(policy: &Policy, now: Timestamp) -> Self {
         Self {
             policy: policy.id.clone(),
+            target: policy.kind(),
             started: now,
             finished: now,
             workflows: Vec::new(),
@@ -317,7 +367,7 @@ pub async fn poll<T: Target>(
     {
         let st = state.lock().expect("policy state lock");
         for c in &mut candidates {
-            if let Some(d) = st.details.get(&(c.id.clone(), c.redrive_count)) {
+            if let Some(d) = st.details.get(&(c.id.clone(), c.attempts)) {
                 c.details = Some(d.clone());
             }
         }
@@ -377,10 +427,10 @@ pub async fn poll<T: Target>(
         .map(|(c, token)| {
             let now = &now;
             async move {
-                let result = target.redrive(&c, &token).await;
+                let result = target.redrive(policy, &c, &token).await;
                 let action = Action {
-                    execution: c.id.clone(),
-                    redrive_count: c.redrive_count,
+                    run: c.id.clone(),
+                    attempts: c.attempts,
                     client_token: token,
                     at: now(),
                     result,
@@ -398,11 +448,7 @@ pub async fn poll<T: Target>(
         st.polls += 1;
         st.details = candidates
             .iter()
-            .filter_map(|c| {
-                c.details
-                    .clone()
-                    .map(|d| ((c.id.clone(), c.redrive_count), d))
-            })
+            .filter_map(|c| c.details.clone().map(|d| ((c.id.clone(), c.attempts), d)))
             .collect();
         for a in &actions {
             if matches!(a.result, Ok(RedriveOutcome::Redriven { .. })) {
@@ -422,7 +468,7 @@ pub async fn poll<T: Target>(
                     }
                 )
             })
-            .map(|e| (e.candidate.id.clone(), e.candidate.redrive_count))
+            .map(|e| (e.candidate.id.clone(), e.candidate.attempts))
             .collect();
         let mut newly: Vec<(String, u32)> = exhausted.difference(&st.exhausted).cloned().collect();
         newly.sort();
@@ -442,16 +488,16 @@ fn log_action(policy: &PolicyId, a: &Action) {
     match &a.result {
         Ok(outcome) => info!(
             policy = %policy,
-            execution = %a.execution,
-            attempt = a.redrive_count + 1,
+            run = %a.run,
+            attempt = a.attempts + 1,
             token = %a.client_token,
             outcome = outcome.code(),
             "redrive"
         ),
         Err(e) => warn!(
             policy = %policy,
-            execution = %a.execution,
-            attempt = a.redrive_count + 1,
+            run = %a.run,
+            attempt = a.attempts + 1,
             token = %a.client_token,
             outcome = "Failed",
             category = e.category.as_str(),

@@ -116,7 +116,10 @@ async fn crd_installs_and_the_api_server_enforces_its_cel_rules() {
         .get("orders")
         .await
         .expect("get the typed RedrivePolicy");
-    assert_eq!(orders.spec.step_functions.region, "eu-west-1");
+    assert_eq!(
+        orders.spec.step_functions.as_ref().unwrap().region,
+        "eu-west-1"
+    );
     // A selector instead of explicit state machines is fine too.
     let mut selector_only = valid_spec();
     selector_only["stepFunctions"] =

@@ -116,7 +116,15 @@ fn fast_policy(spec: &Value, errors: usize) -> Option<Policy> {
     let mut p = TEMPLATES[errors].clone();
     p.suspend = spec["suspend"].as_bool().unwrap();
     p.dry_run = spec["dryRun"].as_bool().unwrap();
-    p.statuses = serde_json::from_value::<Vec<FailureStatus>>(spec["statuses"].clone()).unwrap();
+    p.statuses = serde_json::from_value::<Vec<FailureStatus>>(spec["statuses"].clone())
+        .unwrap()
+        .into_iter()
+        .map(|s| match s {
+            FailureStatus::Failed => RunStatus::Failed,
+            FailureStatus::TimedOut => RunStatus::TimedOut,
+            FailureStatus::Aborted => RunStatus::Aborted,
+        })
+        .collect();
     p.min_age = spec["window"]["minAge"]
         .as_str()
         .map_or(Duration::ZERO, dur);
@@ -332,14 +340,15 @@ fn build(raw: &Raw, now: Timestamp) -> Candidate {
             "arn:aws:states:eu-west-1:123456789012:execution:orders:e{}",
             raw.id
         ),
-        parent: STATE_MACHINE.into(),
+        workflow: STATE_MACHINE.into(),
         status: raw.status,
         started,
         stopped: raw
             .stopped_after
             .map(|(s, ns)| started + SignedDuration::from_secs(s) + SignedDuration::from_nanos(ns)),
-        redrive_count: raw.redrive_count,
-        redrive_date: None,
+        attempts: raw.redrive_count,
+        last_attempt: None,
+        hold: None,
         redriven_by_parent: raw.redriven_by_parent,
         details: raw.details.clone(),
     }
@@ -501,7 +510,7 @@ fn forbidden(c: &Candidate, w: &World) -> Option<&'static str> {
     if add(stopped, max_age) <= now {
         return Some("outside window");
     }
-    if u64::from(c.redrive_count) >= spec["maxRedrives"].as_u64().unwrap() {
+    if u64::from(c.attempts) >= spec["maxRedrives"].as_u64().unwrap() {
         return Some("max redrives");
     }
     let min_age = spec["window"]["minAge"]
@@ -511,7 +520,7 @@ fn forbidden(c: &Candidate, w: &World) -> Option<&'static str> {
         return Some("too young");
     }
     if let Some(b) = &p.backoff
-        && add(stopped, backoff_delay(b, &c.id, c.redrive_count)) > now
+        && add(stopped, backoff_delay(b, &c.id, c.attempts)) > now
     {
         return Some("backing off");
     }
@@ -547,7 +556,7 @@ fn dur(s: &str) -> Duration {
 type Key = (String, u32);
 
 fn key(c: &Candidate) -> Key {
-    (c.id.clone(), c.redrive_count)
+    (c.id.clone(), c.attempts)
 }
 
 fn redrive_set(p: &Plan) -> BTreeSet<(String, u32, String)> {
@@ -556,7 +565,7 @@ fn redrive_set(p: &Plan) -> BTreeSet<(String, u32, String)> {
         .filter_map(|e| match &e.decision {
             Decision::Redrive { client_token } => Some((
                 e.candidate.id.clone(),
-                e.candidate.redrive_count,
+                e.candidate.attempts,
                 client_token.clone(),
             )),
             _ => None,

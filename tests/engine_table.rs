@@ -78,12 +78,13 @@ fn policy(extra: Value) -> Policy {
 fn candidate() -> Candidate {
     Candidate {
         id: EXEC.into(),
-        parent: STATE_MACHINE.into(),
+        workflow: STATE_MACHINE.into(),
         status: RunStatus::Failed,
         started: at(-2 * 3600),
         stopped: Some(at(-3600)),
-        redrive_count: 0,
-        redrive_date: None,
+        attempts: 0,
+        last_attempt: None,
+        hold: None,
         redriven_by_parent: false,
         details: None,
     }
@@ -477,7 +478,7 @@ fn rows() -> Vec<Row> {
             json!({"window": {"minAge": "2m"}, "maxRedrives": 1}),
             |c| {
                 c.stopped = Some(at(-60));
-                c.redrive_count = 1;
+                c.attempts = 1;
             },
             Skip(Reason::MaxRedrivesReached),
         ),
@@ -485,19 +486,19 @@ fn rows() -> Vec<Row> {
         row(
             "maxRedrives 3: count 2",
             json!({"maxRedrives": 3}),
-            |c| c.redrive_count = 2,
+            |c| c.attempts = 2,
             Redrive,
         ),
         row(
             "maxRedrives 3: count 3",
             json!({"maxRedrives": 3}),
-            |c| c.redrive_count = 3,
+            |c| c.attempts = 3,
             Skip(Reason::MaxRedrivesReached),
         ),
         row(
             "maxRedrives 3: count 7",
             json!({"maxRedrives": 3}),
-            |c| c.redrive_count = 7,
+            |c| c.attempts = 7,
             Skip(Reason::MaxRedrivesReached),
         ),
         row(
@@ -509,13 +510,13 @@ fn rows() -> Vec<Row> {
         row(
             "maxRedrives 1: count 1",
             json!({"maxRedrives": 1}),
-            |c| c.redrive_count = 1,
+            |c| c.attempts = 1,
             Skip(Reason::MaxRedrivesReached),
         ),
         row(
             "default maxRedrives is 3",
             json!({}),
-            |c| c.redrive_count = 3,
+            |c| c.attempts = 3,
             Skip(Reason::MaxRedrivesReached),
         ),
         // Backoff without jitter: wait initial * factor^count (capped) after the stop.
@@ -542,7 +543,7 @@ fn rows() -> Vec<Row> {
             backoff.clone(),
             |c| {
                 c.stopped = Some(at(-180));
-                c.redrive_count = 2;
+                c.attempts = 2;
             },
             Wait(Reason::BackingOff, at(60)),
         ),
@@ -551,7 +552,7 @@ fn rows() -> Vec<Row> {
             backoff.clone(),
             |c| {
                 c.stopped = Some(at(-240));
-                c.redrive_count = 2;
+                c.attempts = 2;
             },
             Redrive,
         ),
@@ -560,7 +561,7 @@ fn rows() -> Vec<Row> {
             json!({ "maxRedrives": 20, "backoff": { "initial": "1m", "factor": 2, "max": "1h", "jitter": 0 } }),
             |c| {
                 c.stopped = Some(at(-59 * 60));
-                c.redrive_count = 10;
+                c.attempts = 10;
             },
             Wait(Reason::BackingOff, at(60)),
         ),
@@ -573,7 +574,7 @@ fn rows() -> Vec<Row> {
         row(
             "maxRedrives is checked before backoff",
             json!({ "maxRedrives": 2, "backoff": { "initial": "1h", "max": "1h", "jitter": 0 } }),
-            |c| c.redrive_count = 2,
+            |c| c.attempts = 2,
             Skip(Reason::MaxRedrivesReached),
         ),
         // Error include globs.
@@ -762,7 +763,7 @@ fn rows() -> Vec<Row> {
         row(
             "cheaper rule fails: maxRedrives",
             include.clone(),
-            |c| c.redrive_count = 3,
+            |c| c.attempts = 3,
             Skip(Reason::MaxRedrivesReached),
         ),
         row(
@@ -791,7 +792,7 @@ fn decision_table() {
         let policy = policy(row.policy.clone());
         let mut c = candidate();
         (row.edit)(&mut c);
-        let token = client_token(&c.id, c.redrive_count);
+        let token = client_token(&c.id, c.attempts);
         let plan = plan(
             std::slice::from_ref(&c),
             &policy,
@@ -971,7 +972,7 @@ fn backoff_with_jitter_waits_a_deterministic_time() {
         let until = stopped + SignedDuration::try_from(delay).unwrap();
         let mut c = candidate();
         c.stopped = Some(stopped);
-        c.redrive_count = count;
+        c.attempts = count;
         let expected = Decision::Wait {
             until,
             reason: Reason::BackingOff,
@@ -1317,9 +1318,9 @@ fn eligible_runs_come_first_oldest_stop_first_then_the_rest_in_input_order() {
 #[test]
 fn tokens_are_client_token_of_id_and_redrive_count() {
     let mut cands = eligible(4);
-    cands[1].redrive_count = 1;
-    cands[2].redrive_count = 2;
-    cands[3].redrive_count = 3; // exhausted: still carries its token
+    cands[1].attempts = 1;
+    cands[2].attempts = 2;
+    cands[3].attempts = 3; // exhausted: still carries its token
     let p = plan(
         &cands,
         &policy(json!({})),
@@ -1329,7 +1330,7 @@ fn tokens_are_client_token_of_id_and_redrive_count() {
     );
     assert_eq!(p.entries.len(), 4);
     for e in &p.entries {
-        let expected = client_token(&e.candidate.id, e.candidate.redrive_count);
+        let expected = client_token(&e.candidate.id, e.candidate.attempts);
         assert_eq!(e.client_token, expected);
         if let Decision::Redrive { client_token } = &e.decision {
             assert_eq!(client_token, &expected);
@@ -1361,7 +1362,7 @@ fn one_execution_listed_twice_is_planned_once() {
 
     // The same execution seen with another redriveCount is another (id, count) pair.
     let mut moved = cands[0].clone();
-    moved.redrive_count = 1;
+    moved.attempts = 1;
     let p = plan(
         &[cands[0].clone(), moved],
         &self::policy(json!({})),

@@ -27,9 +27,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redrive_emulator::{
-    self as emulator, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig, Scenario,
-    StateMachineSpec,
+    self as emulator, ActionOutcome, EmulatorConfig, EmulatorHandle, ExecutionSpec, FaultConfig,
+    PipelineExecutionSpec, PipelineSpec, RetryOutcome, Scenario, StateMachineSpec,
 };
+use redrive_operator::api::attempt::{AttemptOutcome, AttemptPhase, RedriveAttemptSpec};
+use redrive_operator::ledger::AttemptKey;
 use serde_json::{Value, json};
 use support::*;
 
@@ -277,21 +279,25 @@ fn chart_metadata_crd_values_table_and_dashboard_are_in_sync() {
     assert_eq!(meta["version"], VERSION, "Chart.yaml version");
     assert_eq!(meta["name"], "redrive-operator");
 
-    // The chart's CRD is byte-for-byte the repository's generated one, and the only file there.
-    let repo_crd = std::fs::read(Path::new(ROOT).join("crds/redrivepolicies.redrive.dev.yaml"))
-        .expect("repo CRD");
-    let chart_crd =
-        std::fs::read(chart().join("crds/redrivepolicies.redrive.dev.yaml")).expect("chart CRD");
-    assert!(
-        repo_crd == chart_crd,
-        "charts/redrive-operator/crds/ differs from crds/: run \
-         `cp crds/redrivepolicies.redrive.dev.yaml charts/redrive-operator/crds/`"
-    );
-    let files: Vec<String> = std::fs::read_dir(chart().join("crds"))
+    // The chart's CRDs are byte-for-byte the repository's generated ones, and the only files there.
+    const CRDS: [&str; 2] = [
+        "redriveattempts.redrive.dev.yaml",
+        "redrivepolicies.redrive.dev.yaml",
+    ];
+    for crd in CRDS {
+        let repo_crd = std::fs::read(Path::new(ROOT).join("crds").join(crd)).expect("repo CRD");
+        let chart_crd = std::fs::read(chart().join("crds").join(crd)).expect("chart CRD");
+        assert!(
+            repo_crd == chart_crd,
+            "charts/redrive-operator/crds/{crd} differs from crds/: run `cp crds/{crd} charts/redrive-operator/crds/`"
+        );
+    }
+    let mut files: Vec<String> = std::fs::read_dir(chart().join("crds"))
         .expect("chart crds dir")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files, ["redrivepolicies.redrive.dev.yaml"]);
+    files.sort();
+    assert_eq!(files, CRDS);
 
     // values.yaml: every key has a comment; the README table lists every leaf with its type and
     // default, and nothing else.
@@ -1209,13 +1215,92 @@ fn apply_policies(c: &Cluster, ns: &str, labels: Value) {
         &policy(
             ns,
             "denied",
-            labels,
+            labels.clone(),
             json!({
                 "stepFunctions": {"region": REGION, "selector": {"nameRegex": "^secret", "tags": {"team": "x"}}},
                 "pollInterval": "10s",
             }),
         ),
     );
+    apply_json(
+        c,
+        &policy(
+            ns,
+            "pipelines",
+            labels,
+            json!({
+                "codePipeline": {"region": REGION, "pipelines": ["deploys", "claimed"]},
+                "maxRedrives": 1,
+                "pollInterval": "10s",
+            }),
+        ),
+    );
+}
+
+/// Attempt records an operator finds when it starts: one settled two years ago (pruned: `list`
+/// and `delete`), and a foreign claim of `claimed`'s first retry (honoured: `get` on
+/// AlreadyExists, no RetryStageExecution).
+fn seed_attempt_records(c: &Cluster, emu: &EmulatorHandle, ns: &str) {
+    let execution = emu
+        .pipeline_state("claimed")
+        .and_then(|s| {
+            s.stage("Deploy")
+                .and_then(|d| d.pipeline_execution_id.clone())
+        })
+        .expect("claimed failed in Deploy");
+    let long_ago: jiff::Timestamp = "2020-01-01T00:00:00Z".parse().unwrap();
+    let record = |run: String, holder: &str, at: jiff::Timestamp| {
+        let key = AttemptKey::new(ns, "codepipeline", run.clone(), 1);
+        let spec = RedriveAttemptSpec {
+            target: "codepipeline".into(),
+            policy: "pipelines".into(),
+            workflow: run.split('/').next().unwrap_or_default().into(),
+            run: run.clone(),
+            root: run,
+            attempt: 1,
+            phase: AttemptPhase::Acted,
+            holder: holder.into(),
+            intent_at: at,
+            deadline: at,
+            settled_at: Some(at),
+            outcome: Some(AttemptOutcome {
+                code: Some("Redriven".into()),
+                message: Some("seeded by the test".into()),
+                new_run_id: None,
+                etag: None,
+            }),
+        };
+        json!({
+            "apiVersion": "redrive.dev/v1alpha1",
+            "kind": "RedriveAttempt",
+            "metadata": {"name": key.object_name(), "namespace": ns},
+            "spec": spec,
+        })
+    };
+    let old = record(
+        "retired/Deploy/00000000-0000-4000-8000-000000000000".into(),
+        "an-old-replica",
+        long_ago,
+    );
+    let foreign = record(
+        format!("claimed/Deploy/{execution}"),
+        "another-operator",
+        jiff::Timestamp::now(),
+    );
+    for doc in [&old, &foreign] {
+        apply_json(c, &doc.to_string());
+    }
+}
+
+fn pipeline_failing_once(name: &str) -> PipelineSpec {
+    PipelineSpec::source_build_deploy(name)
+        .action_duration(Duration::from_millis(300))
+        .script(
+            "Deploy",
+            "Deploy",
+            [ActionOutcome::fail("JobFailed"), ActionOutcome::succeed()],
+        )
+        .execution(PipelineExecutionSpec::failed_ago(Duration::from_secs(60)))
 }
 
 fn scenario() -> Scenario {
@@ -1233,6 +1318,8 @@ fn scenario() -> Scenario {
         ],
         ..Scenario::default()
     }
+    .with_pipeline(pipeline_failing_once("deploys"))
+    .with_pipeline(pipeline_failing_once("claimed"))
 }
 
 async fn start_emulator() -> EmulatorHandle {
@@ -1321,6 +1408,32 @@ async fn assert_reconciled(c: &Cluster, emu: &EmulatorHandle, op: &ChartOperator
         per.iter().all(|((_, before), n)| *before == 0 && *n == 1),
         "{per:?}"
     );
+    // CodePipeline through the attempt ledger: `deploys` retried once; `claimed` not at all
+    // (another holder's record); the two-year-old record pruned.
+    let retried = |p: &str| {
+        emu.codepipeline_ledger()
+            .iter()
+            .filter(|e| e.pipeline_name == p && e.outcome == RetryOutcome::Retried)
+            .count()
+    };
+    wait_for("deploys retried once", diag, || async {
+        (retried("deploys") == 1).then_some(())
+    })
+    .await;
+    wait_for("the old attempt record pruned", diag, || async {
+        let out = c.kubectl_ok(["get", "redriveattempts", "-n", ns, "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let items = v["items"].as_array()?.clone();
+        let old = items
+            .iter()
+            .any(|i| i["spec"]["holder"] == "an-old-replica");
+        let acted = items
+            .iter()
+            .any(|i| i["spec"]["workflow"] == "deploys" && i["spec"]["phase"] == "Acted");
+        (!old && acted).then_some(())
+    })
+    .await;
+    assert_eq!(retried("claimed"), 0, "a foreign claim is honoured");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1606,6 +1719,11 @@ fn assert_iam_policy_covers(emu: &EmulatorHandle) {
         "states:ListStateMachines",
         "states:ListTagsForResource",
         "sts:AssumeRole",
+        "codepipeline:GetPipelineState",
+        "codepipeline:GetPipeline",
+        "codepipeline:ListPipelines",
+        "codepipeline:ListTagsForResource",
+        "codepipeline:RetryStageExecution",
     ];
     for st in policy["Statement"].as_array().unwrap() {
         for a in one_or_many(&st["Action"]) {
@@ -1622,14 +1740,27 @@ fn assert_iam_policy_covers(emu: &EmulatorHandle) {
             "RedriveExecution" | "DescribeExecution" => {
                 emu.ledger().into_iter().map(|e| e.execution_arn).collect()
             }
+            "codepipeline:GetPipelineState" | "codepipeline:GetPipeline" => {
+                vec![emu.pipeline_arn("deploys"), emu.pipeline_arn("claimed")]
+            }
+            "codepipeline:RetryStageExecution" => emu
+                .codepipeline_ledger()
+                .into_iter()
+                .map(|e| format!("{}/{}", emu.pipeline_arn(&e.pipeline_name), e.stage_name))
+                .collect(),
             other => panic!(
                 "the operator called {other}: document it in docs/iam.md and docs/iam-policy.json"
             ),
         };
+        let action = if api.contains(':') {
+            api.clone()
+        } else {
+            format!("states:{api}")
+        };
         for r in resources {
             assert!(
-                iam_allows(&policy, &format!("states:{api}"), &r),
-                "docs/iam-policy.json does not allow states:{api} on {r}"
+                iam_allows(&policy, &action, &r),
+                "docs/iam-policy.json does not allow {action} on {r}"
             );
         }
     }
@@ -1661,6 +1792,7 @@ async fn rendered_chart_applies_server_side_under_restricted_pod_security_and_it
     );
     for crd in [
         "redrivepolicies.redrive.dev",
+        "redriveattempts.redrive.dev",
         "servicemonitors.monitoring.coreos.com",
         "prometheusrules.monitoring.coreos.com",
     ] {
@@ -1763,6 +1895,7 @@ async fn rendered_chart_applies_server_side_under_restricted_pod_security_and_it
         "--from-literal=AWS_SESSION_TOKEN=chart-test-session-token",
     ]);
     apply_policies(&c, "tenant-a", json!({"shard": "a"}));
+    seed_attempt_records(&c, &emu, "tenant-a");
     // Not for this release (label selector): never touched.
     apply_json(
         &c,
@@ -1841,18 +1974,16 @@ async fn helm_install_reconciles_with_exactly_the_chart_rbac_then_upgrade_and_un
         ],
     );
     wait_established(&c, "redrivepolicies.redrive.dev");
+    wait_established(&c, "redriveattempts.redrive.dev");
 
     // The documented CRD upgrade path: a newer CRD applied server-side. Helm created the CRD
     // (field manager `helm`), so a changed field conflicts until `--force-conflicts`.
     let newer = read(chart().join("crds/redrivepolicies.redrive.dev.yaml")).replacen(
-        "Number of state machines the policy resolved to at the last poll.",
-        "Number of state machines the policy resolved to at the last poll (newer CRD).",
+        "When the next poll is due (RFC 3339).",
+        "When the next poll is due (RFC 3339, newer CRD).",
         1,
     );
-    assert!(
-        newer.contains("(newer CRD)"),
-        "the CRD text to change moved"
-    );
+    assert!(newer.contains("newer CRD"), "the CRD text to change moved");
     let conflict = c.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], &newer);
     assert!(!conflict.status.success());
     assert!(
@@ -1870,7 +2001,7 @@ async fn helm_install_reconciles_with_exactly_the_chart_rbac_then_upgrade_and_un
         String::from_utf8_lossy(&forced.stderr)
     );
     let crd_text = || c.kubectl_ok(["get", "crd", "redrivepolicies.redrive.dev", "-o", "yaml"]);
-    assert!(crd_text().contains("(newer CRD)"));
+    assert!(crd_text().contains("newer CRD"));
     let manifest = docs(&helm_ok(
         &c,
         &["get", "manifest", RELEASE, "-n", RELEASE_NS],
@@ -1898,6 +2029,7 @@ async fn helm_install_reconciles_with_exactly_the_chart_rbac_then_upgrade_and_un
 
     // The operator as the Deployment runs it, with the chart ServiceAccount's token.
     apply_policies(&c, "payments", json!({}));
+    seed_attempt_records(&c, &emu, "payments");
     let kubeconfig = token_kubeconfig(&c, dir.path(), &sa_token(&c, RELEASE_NS, &sa));
     let mut op = ChartOperator::spawn(&c, deploy, &kubeconfig, "redrive-op-0", dir.path());
     assert_reconciled(&c, &emu, &op, "payments").await;
@@ -1960,7 +2092,12 @@ async fn helm_install_reconciles_with_exactly_the_chart_rbac_then_upgrade_and_un
         .ledger()
         .iter()
         .filter(|e| e.outcome.is_redriven())
-        .count();
+        .count()
+        + emu
+            .codepipeline_ledger()
+            .iter()
+            .filter(|e| e.outcome == RetryOutcome::Retried)
+            .count();
     assert_eq!(
         sample_sum(&scrape, "redrive_redrives_total", "outcome=\"Redriven\""),
         redriven as f64,
@@ -2061,7 +2198,7 @@ async fn helm_install_reconciles_with_exactly_the_chart_rbac_then_upgrade_and_un
     );
     // Helm never touches crds/ on upgrade: the CRD is still the one applied by hand.
     assert!(
-        crd_text().contains("(newer CRD)"),
+        crd_text().contains("newer CRD"),
         "helm upgrade changed the CRD"
     );
     let gone = c.kubectl(["get", "clusterrole", "redrive-redrive-operator"]);

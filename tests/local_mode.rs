@@ -78,9 +78,9 @@ const RULES_SPEC: &str = "  statuses: [FAILED, TIMED_OUT]
 ";
 
 fn decisions(plan: &Value) -> std::collections::BTreeMap<String, (String, String)> {
-    plan["policies"][0]["executions"]
+    plan["policies"][0]["runs"]
         .as_array()
-        .expect("executions array")
+        .expect("runs array")
         .iter()
         .map(|e| {
             let name = e["executionArn"]

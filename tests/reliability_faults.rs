@@ -81,12 +81,17 @@ impl Target for StaleView {
     async fn running_redriven(&self, workflows: &[String]) -> Result<u32, TargetError> {
         self.inner.running_redriven(workflows).await
     }
-    async fn redrive(&self, c: &Candidate, token: &str) -> Result<RedriveOutcome, TargetError> {
+    async fn redrive(
+        &self,
+        policy: &Policy,
+        c: &Candidate,
+        token: &str,
+    ) -> Result<RedriveOutcome, TargetError> {
         let hook = self.before_redrive.lock().unwrap().take();
         if let Some(hook) = hook {
             hook();
         }
-        self.inner.redrive(c, token).await
+        self.inner.redrive(policy, c, token).await
     }
 }
 
@@ -125,7 +130,7 @@ fn outcome_of(report: &PollReport, arn: &str) -> RedriveOutcome {
     report
         .actions
         .iter()
-        .find(|a| a.execution == arn)
+        .find(|a| a.run == arn)
         .unwrap_or_else(|| panic!("no action for {arn}: {:?}", report.actions))
         .result
         .clone()

@@ -316,12 +316,13 @@ fn candidates(now: Timestamp) -> Vec<Candidate> {
     let long_cause = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!".repeat(1024);
     let mk = |i: u32, status: RunStatus, count: u32, error: &str, cause: &str| Candidate {
         id: format!("arn:aws:states:us-east-1:123456789012:execution:orders:e{i}"),
-        parent: SM.to_string(),
+        workflow: SM.to_string(),
         status,
         started: now - jiff::SignedDuration::from_hours(3),
         stopped: Some(now - jiff::SignedDuration::from_mins(i64::from(i) * 7 + 1)),
-        redrive_count: count,
-        redrive_date: None,
+        attempts: count,
+        last_attempt: None,
+        hold: None,
         redriven_by_parent: false,
         details: Some(Details {
             error: Some(error.to_string()),
@@ -364,7 +365,7 @@ fn exercise(policy: &Policy) -> usize {
         &stepfunctions::LIMITS,
         &budget,
     );
-    if let Some(sel) = &policy.selector {
+    if let Some(sel) = policy.step_functions().and_then(|s| s.selector.as_ref()) {
         let _ = sel.matches_name(&"a".repeat(80));
     }
     plan.entries.len()

@@ -549,14 +549,15 @@ impl Churn {
         (p * 2..p * 2 + WINDOW)
             .map(|i| Candidate {
                 id: format!("arn:aws:states:us-east-1:123456789012:execution:churn:run-{i}"),
-                parent: support::sm_arn("churn"),
+                workflow: support::sm_arn("churn"),
                 status: RunStatus::Failed,
                 started: now - jiff::SignedDuration::from_hours(2),
                 stopped: Some(now - jiff::SignedDuration::from_mins(30)),
                 // Older runs have been redriven more often; the oldest are exhausted.
                 // (AWS counts no further than the operator redrives: maxRedrives is 3.)
-                redrive_count: u32::try_from(((p * 2 + WINDOW - i) / 10).min(3)).unwrap_or(3),
-                redrive_date: None,
+                attempts: u32::try_from(((p * 2 + WINDOW - i) / 10).min(3)).unwrap_or(3),
+                last_attempt: None,
+                hold: None,
                 redriven_by_parent: false,
                 details: None,
             })
@@ -608,6 +609,7 @@ impl redrive_operator::targets::Target for Churn {
     }
     async fn redrive(
         &self,
+        _: &redrive_operator::policy::Policy,
         _: &redrive_operator::engine::Candidate,
         _: &str,
     ) -> Result<redrive_operator::targets::RedriveOutcome, redrive_operator::targets::TargetError>

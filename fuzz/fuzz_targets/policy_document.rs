@@ -59,12 +59,13 @@ fn exercise(policy: &Policy) {
         .unwrap_or_else(|| "arn:aws:states:us-east-1:123456789012:stateMachine:orders".into());
     let mk = |i: i64, status, count, error: &str| Candidate {
         id: format!("{sm}-e{i}"),
-        parent: sm.clone(),
+        workflow: sm.clone(),
         status,
         started: now - jiff::SignedDuration::from_hours(3),
         stopped: Some(now - jiff::SignedDuration::from_mins(i * 97 + 1)),
-        redrive_count: count,
-        redrive_date: None,
+        attempts: count,
+        last_attempt: None,
+        hold: None,
         redriven_by_parent: false,
         details: Some(Details {
             error: Some(error.to_string()),

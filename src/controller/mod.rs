@@ -292,7 +292,7 @@ pub async fn reconcile(
         }
     };
 
-    if let Err(message) = ctx.settings.roles.check(&ns, policy.role_arn.as_deref()) {
+    if let Err(message) = ctx.settings.roles.check(&ns, policy.role_arn()) {
         let status = status::denied_status(old, generation, "RoleNotAllowed", &message, now);
         let first_time = old.is_none_or(|s| s != &status);
         ctx.write_status(&ns, &name, old, &status).await?;
@@ -353,16 +353,8 @@ pub async fn reconcile(
         }
     }
 
-    let target = ctx.polls.stepfunctions(&policy).await;
     let started = std::time::Instant::now();
-    let result = reconcile::poll(
-        target.as_ref(),
-        &policy,
-        &entry.state,
-        ctx.polls.settings.concurrency,
-        Timestamp::now,
-    )
-    .await;
+    let result = ctx.polls.poll(&policy, &entry.state, Timestamp::now).await;
     match result {
         Ok(report) => {
             let next_in = until(Timestamp::now(), report.next_poll);
@@ -444,7 +436,7 @@ async fn publish_poll_events(
         .actions
         .iter()
         .filter(|a| matches!(a.result, Ok(RedriveOutcome::Redriven { .. })))
-        .map(|a| a.execution.clone())
+        .map(|a| a.run.clone())
         .collect();
     if !redriven.is_empty() {
         let note = format!(
@@ -462,7 +454,7 @@ async fn publish_poll_events(
             a.result
                 .as_ref()
                 .err()
-                .map(|e| format!("{}: {e}", crate::output::short_name(&a.execution)))
+                .map(|e| format!("{}: {e}", crate::output::short_name(&a.run)))
         })
         .collect();
     if !failed.is_empty() {

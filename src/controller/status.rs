@@ -10,6 +10,7 @@ use jiff::Timestamp;
 
 use crate::crd::{Condition, RecentRedrive, RedrivePolicyStatus, StatusCounts};
 use crate::engine::{Decision, Reason};
+use crate::policy::TargetKind;
 use crate::reconcile::{PollReport, RECENT_LIMIT};
 use crate::targets::{RedriveOutcome, WorkflowIssue};
 
@@ -139,7 +140,11 @@ pub fn polled_status(
     status.observed_generation = generation;
     status.last_poll = Some(report.finished.to_string());
     status.next_poll = Some(report.next_poll.to_string());
-    status.state_machines = u32::try_from(report.workflows.len()).unwrap_or(u32::MAX);
+    let workflows = u32::try_from(report.workflows.len()).unwrap_or(u32::MAX);
+    status.target = Some(report.target.as_str().to_string());
+    status.workflows = workflows;
+    let sfn = report.target == TargetKind::StepFunctions;
+    status.state_machines = sfn.then_some(workflows);
 
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let (mut waiting, mut exhausted) = (0, 0);
@@ -174,14 +179,16 @@ pub fn polled_status(
         .actions
         .iter()
         .map(|a| RecentRedrive {
-            execution_arn: a.execution.clone(),
-            redrive_count: a.redrive_count,
+            run: a.run.clone(),
+            attempts: a.attempts,
+            execution_arn: sfn.then(|| a.run.clone()),
+            redrive_count: sfn.then_some(a.attempts),
             at: a.at.to_string(),
             outcome: a.outcome_code().to_string(),
         })
         .collect();
     // Newest first, deterministic among equal times.
-    recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.execution_arn.cmp(&b.execution_arn)));
+    recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.run.cmp(&b.run)));
     recent.append(&mut status.recent);
     recent.truncate(RECENT_LIMIT);
     status.recent = recent;

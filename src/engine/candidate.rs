@@ -10,6 +10,8 @@ pub enum RunStatus {
     Aborted,
     Running,
     Succeeded,
+    /// Stopped by a person or a stop call (CodePipeline `Stopped`).
+    Stopped,
     /// Anything else the service reports (e.g. PENDING_REDRIVE).
     Other,
 }
@@ -22,6 +24,7 @@ impl RunStatus {
             RunStatus::Aborted => "ABORTED",
             RunStatus::Running => "RUNNING",
             RunStatus::Succeeded => "SUCCEEDED",
+            RunStatus::Stopped => "STOPPED",
             RunStatus::Other => "OTHER",
         }
     }
@@ -43,20 +46,37 @@ pub struct Details {
     pub redrivability: Option<Redrivability>,
 }
 
-/// One failed (or otherwise terminal) run that a policy may act on.
+/// How a target makes a repeated action harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idempotency {
+    /// The service deduplicates by a client token (Step Functions): the key is sent with the call.
+    ServiceToken,
+    /// No token: the key names a record in the attempt ledger, and creating it is the claim
+    /// (CodePipeline, Flow Service).
+    Ledger,
+}
+
+/// One failed (or otherwise terminal) run that a policy may act on, in service-neutral terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
-    /// Unique id of the run (Step Functions: execution ARN).
+    /// Unique id of the run (Step Functions: execution ARN; CodePipeline:
+    /// `pipeline/stage/pipelineExecutionId`).
     pub id: String,
-    /// The workflow it belongs to (Step Functions: state machine ARN).
-    pub parent: String,
+    /// The workflow it belongs to (Step Functions: state machine ARN; CodePipeline: pipeline).
+    pub workflow: String,
     pub status: RunStatus,
     pub started: Timestamp,
+    /// When the latest attempt failed: the backoff and the window count from here.
     pub stopped: Option<Timestamp>,
-    /// Successful redrives so far, as reported by the service (missing = 0).
-    pub redrive_count: u32,
-    pub redrive_date: Option<Timestamp>,
+    /// Attempts so far, as the service reports them (Step Functions: redriveCount; CodePipeline:
+    /// manualStageRetryAttempt). Missing = 0.
+    pub attempts: u32,
+    /// When the latest attempt started, if the service says (Step Functions: redriveDate).
+    pub last_attempt: Option<Timestamp>,
     /// A child run that the service redrives through its parent (Distributed Map child).
     pub redriven_by_parent: bool,
+    /// The service says to wait before acting (e.g. CodePipeline's own automatic retry is still
+    /// due), until the given time.
+    pub hold: Option<(super::Reason, Timestamp)>,
     pub details: Option<Details>,
 }

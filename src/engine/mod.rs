@@ -17,11 +17,10 @@ use jiff::{SignedDuration, Timestamp};
 
 pub use backoff::backoff_delay;
 pub use budget::RateBucket;
-pub use candidate::{Candidate, Details, Redrivability, RunStatus};
+pub use candidate::{Candidate, Details, Idempotency, Redrivability, RunStatus};
 pub use reason::Reason;
 pub use token::client_token;
 
-use crate::crd::FailureStatus;
 use crate::policy::Policy;
 
 /// Hard limits of the target service, applied before the policy's own rules.
@@ -107,13 +106,7 @@ impl Plan {
 }
 
 fn status_selected(policy: &Policy, status: RunStatus) -> bool {
-    let wanted = match status {
-        RunStatus::Failed => FailureStatus::Failed,
-        RunStatus::TimedOut => FailureStatus::TimedOut,
-        RunStatus::Aborted => FailureStatus::Aborted,
-        _ => return false,
-    };
-    policy.statuses.contains(&wanted)
+    policy.statuses.contains(&status)
 }
 
 fn plus(t: Timestamp, d: Duration) -> Timestamp {
@@ -164,8 +157,16 @@ fn list_level(
     if plus(stopped, policy.max_age) <= now {
         return skip(Reason::OutsideWindow);
     }
-    if c.redrive_count >= policy.max_redrives {
+    if c.attempts >= policy.max_redrives {
         return skip(Reason::MaxRedrivesReached);
+    }
+    if let Some((reason, until)) = &c.hold
+        && *until > now
+    {
+        return Err(Decision::Wait {
+            until: *until,
+            reason: reason.clone(),
+        });
     }
     let young_until = plus(stopped, policy.min_age);
     if young_until > now {
@@ -175,7 +176,7 @@ fn list_level(
         });
     }
     if let Some(b) = &policy.backoff {
-        let until = plus(stopped, backoff_delay(b, &c.id, c.redrive_count));
+        let until = plus(stopped, backoff_delay(b, &c.id, c.attempts));
         if until > now {
             return Err(Decision::Wait {
                 until,
@@ -250,10 +251,10 @@ pub fn plan(
     for c in candidates {
         // Paging newest-first while new failures arrive can list a run twice: one decision, one
         // redrive and one share of the budget per (run, observed redrive count).
-        if !seen.insert((c.id.as_str(), c.redrive_count)) {
+        if !seen.insert((c.id.as_str(), c.attempts)) {
             continue;
         }
-        let token = client_token(&c.id, c.redrive_count);
+        let token = client_token(&c.id, c.attempts);
         match list_level(c, policy, now, limits).and_then(|()| error_filters(c, policy, now)) {
             Ok(()) => eligible.push((c, token)),
             Err(decision) => entries.push(PlanEntry {

@@ -65,3 +65,21 @@ mod tests {
         assert!(client_token(arn, u32::MAX).len() <= 64);
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Tokens are part of the wire contract between operator versions: during a rolling upgrade
+    /// old and new replicas must send byte-for-byte the same token for the same failure, or AWS
+    /// performs two redrives. These values were produced by the 0.1 scheme (commit d0b22d0).
+    #[test]
+    fn tokens_are_byte_for_byte_those_of_earlier_releases() {
+        let arn = "arn:aws:states:us-east-1:123456789012:execution:orders:abc";
+        assert_eq!(client_token(arn, 0), GOLDEN_0);
+        assert_eq!(client_token(arn, 3), GOLDEN_3);
+    }
+
+    const GOLDEN_0: &str = "rd1-0-070a399f094cddfc631133405eab54294a304c146ced41f6";
+    const GOLDEN_3: &str = "rd1-3-50eea2b537560b0cd3cdbc2de5805e595611b174e2f9f65c";
+}

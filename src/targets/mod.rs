@@ -4,7 +4,9 @@
 //! and performs the redrive with the engine's client token. Service specifics stay here; the
 //! engine sees [`Candidate`]s and [`TargetLimits`].
 
+pub mod codepipeline;
 pub mod error;
+pub mod registry;
 pub mod stepfunctions;
 
 use std::future::Future;
@@ -13,7 +15,7 @@ use jiff::Timestamp;
 
 pub use error::{ErrorCategory, TargetError};
 
-use crate::engine::{Candidate, Details, Reason, TargetLimits};
+use crate::engine::{Candidate, Details, Idempotency, Reason, TargetLimits};
 use crate::policy::Policy;
 
 /// A workflow that the policy covers but that cannot be acted on (e.g. EXPRESS), or that failed.
@@ -45,6 +47,16 @@ pub enum RedriveOutcome {
     NotRedrivable(String),
     /// The run no longer exists.
     NotFound,
+    /// A newer run superseded this one (CodePipeline NotLatestPipelineExecution): not an error,
+    /// the newer one is acted on instead.
+    Superseded(String),
+    /// The service is busy with this workflow (CodePipeline ConflictException, an action in
+    /// progress): no attempt was consumed, try again at the next poll.
+    Busy(String),
+    /// The attempt's ledger claim is held by someone else (the text names the holder).
+    AlreadyClaimed(String),
+    /// An earlier claim of this attempt was left by a crash and its outcome is not known yet.
+    InDoubt(String),
 }
 
 impl RedriveOutcome {
@@ -54,6 +66,10 @@ impl RedriveOutcome {
             RedriveOutcome::AlreadyRedriven(_) => "AlreadyRedriven",
             RedriveOutcome::NotRedrivable(_) => "NotRedrivable",
             RedriveOutcome::NotFound => "NotFound",
+            RedriveOutcome::Superseded(_) => "Superseded",
+            RedriveOutcome::Busy(_) => "TargetBusy",
+            RedriveOutcome::AlreadyClaimed(_) => "AlreadyClaimed",
+            RedriveOutcome::InDoubt(_) => "InDoubt",
         }
     }
 }
@@ -65,6 +81,11 @@ pub trait Target: Send + Sync {
 
     /// Hard limits of the service, applied by the engine before the policy's rules.
     fn limits(&self) -> TargetLimits;
+
+    /// How a repeated action is made harmless: a service token, or the attempt ledger.
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::ServiceToken
+    }
 
     /// Resolve the policy's workflows and list their failed runs (cheap calls only).
     fn discover(
@@ -85,9 +106,11 @@ pub trait Target: Send + Sync {
         workflows: &[String],
     ) -> impl Future<Output = Result<u32, TargetError>> + Send;
 
-    /// Redrive one run with the engine's client token.
+    /// Redrive one run with the engine's key: the client token ([`Idempotency::ServiceToken`]),
+    /// or the name of the attempt's ledger record, claimed before acting ([`Idempotency::Ledger`]).
     fn redrive(
         &self,
+        policy: &Policy,
         candidate: &Candidate,
         client_token: &str,
     ) -> impl Future<Output = Result<RedriveOutcome, TargetError>> + Send;

@@ -24,7 +24,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
 use crate::engine::{Candidate, Details, Reason, Redrivability, RunStatus, TargetLimits};
-use crate::policy::{AWS_REDRIVE_PERIOD, Policy};
+use crate::policy::{AWS_REDRIVE_PERIOD, Policy, TargetKind};
 
 /// Documented reason strings (DescribeExecution `redriveStatusReason`).
 pub const REASON_PERIOD_EXCEEDED: &str = "Execution redrivable period exceeded";
@@ -178,9 +178,12 @@ impl StepFunctions {
         &self,
         policy: &Policy,
     ) -> Result<(Vec<String>, Vec<(String, WorkflowIssue)>), TargetError> {
-        let mut arns: Vec<String> = policy.state_machines.clone();
+        let Some(spec) = policy.step_functions() else {
+            return Err(not_this_target(policy));
+        };
+        let mut arns: Vec<String> = spec.state_machines.clone();
         let mut issues = Vec::new();
-        if let Some(selector) = &policy.selector {
+        if let Some(selector) = &spec.selector {
             for sm in self.all_state_machines().await? {
                 if !selector.matches_name(&sm.name) {
                     continue;
@@ -232,18 +235,19 @@ impl StepFunctions {
                 }
                 out.push(Candidate {
                     id: item.execution_arn().to_string(),
-                    parent: item.state_machine_arn().to_string(),
+                    workflow: item.state_machine_arn().to_string(),
                     status: run_status(item.status()),
                     started,
                     stopped: item.stop_date().map(to_timestamp),
                     // Missing redriveCount means never redriven.
-                    redrive_count: item
+                    attempts: item
                         .redrive_count()
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(0),
-                    redrive_date: item.redrive_date().map(to_timestamp),
+                    last_attempt: item.redrive_date().map(to_timestamp),
                     redriven_by_parent: item.map_run_arn().is_some()
                         || is_map_run_child(item.execution_arn()),
+                    hold: None,
                     details: None,
                 });
             }
@@ -278,7 +282,7 @@ impl StepFunctions {
 
 impl Target for StepFunctions {
     fn name(&self) -> &'static str {
-        "stepfunctions"
+        TargetKind::StepFunctions.as_str()
     }
 
     fn limits(&self) -> TargetLimits {
@@ -287,8 +291,12 @@ impl Target for StepFunctions {
 
     async fn discover(&self, policy: &Policy, now: Timestamp) -> Result<Discovery, TargetError> {
         let (workflows, mut issues) = self.resolve(policy).await?;
-        let lookback = SignedDuration::try_from(policy.max_age + policy.max_run_time)
-            .unwrap_or(SignedDuration::MAX);
+        let max_run_time = policy
+            .step_functions()
+            .map(|s| s.max_run_time)
+            .unwrap_or_default();
+        let lookback =
+            SignedDuration::try_from(policy.max_age + max_run_time).unwrap_or(SignedDuration::MAX);
         let cutoff = now.checked_sub(lookback).unwrap_or(Timestamp::MIN);
         let statuses: Vec<ExecutionStatus> = policy
             .statuses
@@ -375,6 +383,7 @@ impl Target for StepFunctions {
 
     async fn redrive(
         &self,
+        _policy: &Policy,
         candidate: &Candidate,
         client_token: &str,
     ) -> Result<RedriveOutcome, TargetError> {
@@ -406,6 +415,19 @@ impl Target for StepFunctions {
             }
         }
     }
+}
+
+/// A policy of another target reached this adapter: a dispatch bug, reported, never acted on.
+pub(crate) fn not_this_target(policy: &Policy) -> TargetError {
+    TargetError::new(
+        "Dispatch",
+        ErrorCategory::Unexpected,
+        format!(
+            "policy {} targets {}, not this adapter",
+            policy.id,
+            policy.kind().as_str()
+        ),
+    )
 }
 
 /// `...:execution:stateMachine/mapLabel:name` is a Distributed Map child.

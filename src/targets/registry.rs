@@ -1,0 +1,175 @@
+//! Long-lived target clients, one per (service, region, role, namespace), shared by polls and
+//! policies so SDK rate limiting and discovery caches span them.
+//!
+//! A client is built outside the map's lock (building one may assume a role through STS), so
+//! one slow credential source never stalls the policies of other tenants; two policies racing
+//! for the same new key may both build one, and the first inserted wins. Entries nobody asked
+//! for during [`IDLE_EVICTION`] (and at least twice the poll interval of their last user) are
+//! dropped, so clients of deleted namespaces and policies do not accumulate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::codepipeline::{CodePipeline, CodePipelineSettings};
+use super::stepfunctions::StepFunctions;
+use crate::aws::{AwsSettings, CallCounter, codepipeline_client, sdk_config, sfn_client};
+use crate::ledger::Ledger;
+use crate::policy::{Policy, PolicyId, TargetKind};
+
+/// Idle time after which a client is evicted.
+pub const IDLE_EVICTION: Duration = Duration::from_secs(3600);
+
+/// A target of any kind (targets are generic, not object-safe: dispatch is one match).
+#[derive(Clone)]
+pub enum AnyTarget {
+    StepFunctions(Arc<StepFunctions>),
+    CodePipeline(Arc<CodePipeline>),
+}
+
+/// (service, region, role ARN, namespace): what a set of credentials and a ledger scope depend on.
+type Key = (TargetKind, String, Option<String>, String);
+
+struct Entry {
+    target: AnyTarget,
+    last_used: Instant,
+    keep_for: Duration,
+}
+
+/// What the registry needs to build clients.
+#[derive(Clone)]
+pub struct RegistrySettings {
+    pub aws: AwsSettings,
+    pub discovery_ttl: Duration,
+    /// This replica's identity in ledger claims.
+    pub holder: String,
+    /// The attempt ledger for targets without a service token (`None`: those targets refuse to
+    /// act, e.g. local mode without `--state-dir`).
+    pub ledger: Option<Arc<dyn Ledger>>,
+}
+
+/// The clients, by key.
+pub struct TargetRegistry {
+    settings: RegistrySettings,
+    calls: CallCounter,
+    entries: Mutex<HashMap<Key, Entry>>,
+}
+
+impl TargetRegistry {
+    pub fn new(settings: RegistrySettings, calls: CallCounter) -> Self {
+        Self {
+            settings,
+            calls,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of live clients (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("registry lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The target for a policy: its service and region, assuming its role (ExternalId = the
+    /// policy's namespace) when it names one.
+    pub async fn target(&self, policy: &Policy) -> AnyTarget {
+        let key: Key = (
+            policy.kind(),
+            policy.region().to_string(),
+            policy.role_arn().map(str::to_string),
+            policy.id.namespace.clone(),
+        );
+        let keep_for = IDLE_EVICTION.max(policy.poll_interval * 2);
+        {
+            let mut entries = self.entries.lock().expect("registry lock");
+            let now = Instant::now();
+            entries.retain(|_, e| now.duration_since(e.last_used) < e.keep_for);
+            if let Some(e) = entries.get_mut(&key) {
+                e.last_used = now;
+                e.keep_for = e.keep_for.max(keep_for);
+                return e.target.clone();
+            }
+        }
+        let built = self.build(policy).await;
+        let mut entries = self.entries.lock().expect("registry lock");
+        let e = entries.entry(key).or_insert(Entry {
+            target: built,
+            last_used: Instant::now(),
+            keep_for,
+        });
+        e.target.clone()
+    }
+
+    async fn build(&self, policy: &Policy) -> AnyTarget {
+        let region = policy.region();
+        let base = sdk_config(&self.settings.aws, region).await;
+        let config = match policy.role_arn() {
+            None => base,
+            Some(role) => {
+                let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                    .external_id(external_id(&policy.id))
+                    .session_name("redrive-operator")
+                    .configure(&base)
+                    .build()
+                    .await;
+                base.into_builder()
+                    .credentials_provider(
+                        aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                    )
+                    .build()
+            }
+        };
+        // Per account and region (the scope of AWS's buckets): the role, or the default chain.
+        let account = policy.role_arn().unwrap_or("default-credentials");
+        match policy.kind() {
+            TargetKind::StepFunctions => AnyTarget::StepFunctions(Arc::new(StepFunctions::new(
+                sfn_client(&config, &self.calls),
+                &format!("redrive-sfn/{region}/{account}"),
+                self.settings.discovery_ttl,
+            ))),
+            TargetKind::CodePipeline => AnyTarget::CodePipeline(Arc::new(CodePipeline::new(
+                codepipeline_client(&config, &self.calls),
+                &format!("redrive-codepipeline/{region}/{account}"),
+                CodePipelineSettings {
+                    discovery_ttl: self.settings.discovery_ttl,
+                    // Local-mode policies have no namespace; their records are kept under `local`.
+                    namespace: external_id(&policy.id),
+                    holder: self.settings.holder.clone(),
+                    ledger: self.settings.ledger.clone(),
+                    operation_timeout: self.settings.aws.operation_timeout,
+                },
+            ))),
+        }
+    }
+}
+
+/// The ExternalId used when assuming a policy's role: its namespace, so that a role's trust policy
+/// decides which namespaces may use it. Local-mode policies have no namespace and use `local`.
+pub fn external_id(id: &PolicyId) -> String {
+    if id.namespace.is_empty() {
+        "local".to_string()
+    } else {
+        id.namespace.clone()
+    }
+}
+
+/// This process's identity in ledger claims: the pod name in a cluster (`POD_NAME`, else the
+/// host name), plus the process id so two local processes on one host differ.
+pub fn default_holder() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redrive-operator".to_string());
+    let host: String = host.chars().take(200).collect();
+    format!("{host}/{}", std::process::id())
+}
