@@ -14,9 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::engine::Decision;
 use crate::policy::PolicyId;
-use crate::reconcile::PollReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -285,8 +283,8 @@ impl Metrics {
     }
 
     /// A completed poll.
-    pub fn record_poll(&self, target: &str, report: &PollReport, duration: Duration) {
-        let p = PolicyLabels::from(&report.policy);
+    pub fn record_poll(&self, target: &str, poll: &PollSummary, duration: Duration) {
+        let p = PolicyLabels::from(&poll.policy);
         self.reconcile_duration.observe(duration.as_secs_f64());
         self.polls
             .get_or_create(&PollLabels {
@@ -297,14 +295,14 @@ impl Metrics {
             .inc();
         self.last_successful_poll
             .get_or_create(&p)
-            .set(report.finished.as_millisecond() as f64 / 1000.0);
-        for a in &report.actions {
+            .set(poll.finished.as_millisecond() as f64 / 1000.0);
+        for outcome in &poll.outcomes {
             self.redrives
                 .get_or_create(&RedriveLabels {
                     namespace: p.namespace.clone(),
                     policy: p.policy.clone(),
                     target: target.into(),
-                    outcome: a.outcome_code().into(),
+                    outcome: (*outcome).into(),
                 })
                 .inc();
         }
@@ -316,31 +314,27 @@ impl Metrics {
                 reason: code.into(),
             });
         }
-        let mut waiting = 0;
-        for (code, n) in report.plan.counts() {
+        for (code, n) in &poll.decisions {
             self.decisions
                 .get_or_create(&DecisionLabels {
                     namespace: p.namespace.clone(),
                     policy: p.policy.clone(),
-                    reason: code.into(),
+                    reason: (*code).into(),
                 })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
-        for e in &report.plan.entries {
-            if matches!(e.decision, Decision::Wait { .. }) {
-                waiting += 1;
-            }
-        }
-        self.waiting.get_or_create(&p).set(waiting);
-        if !report.newly_exhausted.is_empty() {
+        self.waiting
+            .get_or_create(&p)
+            .set(i64::try_from(poll.waiting).unwrap_or(i64::MAX));
+        if poll.newly_exhausted > 0 {
             self.exhausted
                 .get_or_create(&p)
-                .inc_by(report.newly_exhausted.len() as u64);
+                .inc_by(poll.newly_exhausted);
         }
-        for e in report.errors() {
+        for category in &poll.error_categories {
             self.reconcile_errors
                 .get_or_create(&CategoryLabels {
-                    category: e.category.as_str().into(),
+                    category: (*category).into(),
                 })
                 .inc();
         }
@@ -385,6 +379,22 @@ impl Metrics {
             });
         }
     }
+}
+
+/// What the metrics need from one finished poll (metrics own this type, so they do not depend on
+/// the poll loop's report).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PollSummary {
+    pub policy: PolicyId,
+    pub finished: jiff::Timestamp,
+    /// The outcome code of every redrive attempted.
+    pub outcomes: Vec<&'static str>,
+    /// Decisions by code.
+    pub decisions: std::collections::BTreeMap<&'static str, u64>,
+    pub waiting: u64,
+    pub newly_exhausted: u64,
+    /// The category of every error the poll met.
+    pub error_categories: Vec<&'static str>,
 }
 
 /// Every decision code, for resetting gauges: `Redrive` and every reason.

@@ -15,7 +15,7 @@ use crate::admin::Health;
 use crate::aws::{AwsSettings, CallCounter};
 use crate::engine::{self, BudgetState, Candidate, Details, Plan, RateBucket};
 use crate::ledger::Ledger;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PollSummary};
 use crate::policy::{Policy, PolicyId};
 use crate::targets::registry::{AnyTarget, RegistrySettings, TargetRegistry};
 use crate::targets::stepfunctions::StepFunctions;
@@ -140,7 +140,7 @@ impl Context {
         match result {
             Ok(report) => {
                 self.metrics
-                    .record_poll(policy.kind().as_str(), report, took);
+                    .record_poll(policy.kind().as_str(), &report.summary(), took);
                 if policy.suspend {
                     self.health.forget(&policy.id);
                 } else {
@@ -304,6 +304,24 @@ impl PollReport {
             *m.entry(a.outcome_code()).or_insert(0) += 1;
         }
         m
+    }
+
+    /// What the metrics record of this poll.
+    pub fn summary(&self) -> PollSummary {
+        PollSummary {
+            policy: self.policy.clone(),
+            finished: self.finished,
+            outcomes: self.actions.iter().map(Action::outcome_code).collect(),
+            decisions: self.plan.counts(),
+            waiting: self
+                .plan
+                .entries
+                .iter()
+                .filter(|e| matches!(e.decision, engine::Decision::Wait { .. }))
+                .count() as u64,
+            newly_exhausted: self.newly_exhausted.len() as u64,
+            error_categories: self.errors().iter().map(|e| e.category.as_str()).collect(),
+        }
     }
 
     /// Every error of this poll, for conditions and events.

@@ -11,7 +11,6 @@ mod cluster;
 mod operator;
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -20,6 +19,7 @@ use redrive_emulator::{
     PipelineExecutionSpec, PipelineSpec, RetryOutcome, Scenario, StageRetryMode,
 };
 use serde_json::{Value, json};
+use support::pipelines::*;
 
 use cluster::Cluster;
 use operator::OperatorProcess;
@@ -52,41 +52,6 @@ async fn cluster() -> &'static Cluster {
             c
         })
         .await
-}
-
-/// Poll `check` every 250 ms until it returns `Some`, or `None` after `limit` (the caller asserts
-/// with its own diagnostics).
-async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn failing(name: &str, outcomes: Vec<ActionOutcome>) -> PipelineSpec {
-    PipelineSpec::source_build_deploy(name)
-        .action_duration(Duration::from_millis(500))
-        .script("Deploy", "Deploy", outcomes)
-        .execution(PipelineExecutionSpec::failed_ago(Duration::from_secs(60)))
-}
-
-fn fails(n: usize) -> Vec<ActionOutcome> {
-    vec![ActionOutcome::fail("JobFailed"); n]
-}
-
-fn then_succeeds(mut v: Vec<ActionOutcome>) -> Vec<ActionOutcome> {
-    v.push(ActionOutcome::succeed());
-    v
 }
 
 async fn start_emulator(scenario: Scenario) -> EmulatorHandle {
@@ -126,8 +91,13 @@ fn apply(c: &Cluster, doc: &Value) {
     );
 }
 
-fn operator_args(emu: &EmulatorHandle) -> Vec<String> {
+/// Operator flags: this test's emulator and namespace only (the tests of this binary share
+/// one API server, and an operator watching every namespace would act on the others' policies
+/// against the wrong emulator).
+fn operator_args(emu: &EmulatorHandle, ns: &str) -> Vec<String> {
     [
+        "--namespace",
+        ns,
         "--endpoint-url",
         &emu.endpoint,
         "--leader-election=false",
@@ -148,46 +118,6 @@ fn spawn(c: &Cluster, name: &str, dir: &std::path::Path, args: &[String]) -> Ope
     OperatorProcess::spawn(name, &c.kubeconfig_path, dir, &args)
 }
 
-/// Retries that reached the model, by (pipeline, stage, execution, attempt observed before).
-fn retries(h: &EmulatorHandle) -> BTreeMap<(String, String, String, u32), u32> {
-    let mut m = BTreeMap::new();
-    for e in h.codepipeline_ledger() {
-        if e.outcome == RetryOutcome::Retried {
-            *m.entry((
-                e.pipeline_name,
-                e.stage_name,
-                e.pipeline_execution_id,
-                e.manual_stage_retry_attempt_before,
-            ))
-            .or_insert(0) += 1;
-        }
-    }
-    m
-}
-
-fn assert_no_duplicate_retries(h: &EmulatorHandle, context: &str) {
-    let dup: Vec<_> = retries(h).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(
-        dup.is_empty(),
-        "{context}: RetryStageExecution performed twice for one attempt: {dup:#?}"
-    );
-}
-
-fn manual_retries(h: &EmulatorHandle, pipeline: &str) -> u32 {
-    h.pipeline_state(pipeline)
-        .and_then(|s| s.stage("Deploy").map(|d| d.manual_stage_retry_attempt))
-        .unwrap_or(0)
-}
-
-fn deploy_status(h: &EmulatorHandle, pipeline: &str) -> String {
-    h.pipeline_state(pipeline)
-        .and_then(|s| {
-            s.stage("Deploy")
-                .and_then(|d| d.status.map(|st| format!("{st:?}")))
-        })
-        .unwrap_or_default()
-}
-
 fn figures(test: &str, pairs: &[(&str, String)]) {
     let line: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     eprintln!("FIGURES {test}: {}", line.join(" "));
@@ -201,10 +131,10 @@ async fn retries_failed_stages_within_the_policy_rules() {
     let c = cluster().await;
     let ns = "cp-rules";
     c.kubectl_ok(["create", "namespace", ns]);
-    let superseded = failing("superseded", then_succeeds(fails(1)));
+    let superseded = failing("superseded", fails_then_succeeds(1));
     let scenario = Scenario::new()
         // Fails twice more, then succeeds: two retries.
-        .with_pipeline(failing("flaky", then_succeeds(fails(2))))
+        .with_pipeline(failing("flaky", fails_then_succeeds(2)))
         // Never succeeds: exactly maxRedrives (2) retries.
         .with_pipeline(failing("hopeless", fails(10)))
         // Excluded by the error filter: never retried.
@@ -227,7 +157,7 @@ async fn retries_failed_stages_within_the_policy_rules() {
                     "Deploy",
                     OnFailureSpec::retry(StageRetryMode::FailedActions),
                 )
-                .script("Deploy", "Deploy", then_succeeds(fails(2)))
+                .script("Deploy", "Deploy", fails_then_succeeds(2))
                 .execution(PipelineExecutionSpec::now()),
         )
         .with_pipeline(superseded);
@@ -279,7 +209,7 @@ async fn retries_failed_stages_within_the_policy_rules() {
         ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut op = spawn(c, "op-rules", dir.path(), &operator_args(&emu));
+    let mut op = spawn(c, "op-rules", dir.path(), &operator_args(&emu, ns));
 
     let done = wait_for(Duration::from_secs(150), || {
         let emu = &emu;
@@ -390,41 +320,23 @@ async fn three_replicas_without_a_lease_never_retry_twice() {
     let c = cluster().await;
     let ns = "cp-replicas";
     c.kubectl_ok(["create", "namespace", ns]);
-    let mut scenario = Scenario::new();
-    let mut names = Vec::new();
-    for i in 0..12 {
-        let name = format!("svc-{i:02}");
-        scenario = scenario.with_pipeline(failing(&name, then_succeeds(fails(1))));
-        names.push(name);
-    }
+    let (scenario, names) = fleet("svc", 12, 1);
     let emu = start_emulator(scenario).await;
     apply(c, &policy(ns, "fleet", &names, json!({"maxRedrives": 3})));
     let dir = tempfile::tempdir().unwrap();
-    let args = operator_args(&emu);
+    let args = operator_args(&emu, ns);
     let mut ops: Vec<OperatorProcess> = (0..3)
         .map(|i| spawn(c, &format!("replica-{i}"), dir.path(), &args))
         .collect();
-    let done = wait_for(Duration::from_secs(120), || {
-        let (emu, names) = (&emu, &names);
-        async move {
-            names
-                .iter()
-                .all(|n| deploy_status(emu, n) == "Succeeded")
-                .then_some(())
-        }
-    })
-    .await;
+    let done = all_succeed(&emu, &names, Duration::from_secs(120)).await;
     assert!(
-        done.is_some(),
+        done,
         "not every stage succeeded: {:?}\nledger: {:#?}",
-        names
-            .iter()
-            .map(|n| (n, deploy_status(&emu, n)))
-            .collect::<Vec<_>>(),
+        deploy_report(&emu, &names),
         emu.codepipeline_ledger()
     );
     assert_no_duplicate_retries(&emu, "3 replicas");
-    let performed: u32 = retries(&emu).values().sum();
+    let performed = retried(&emu);
     assert_eq!(performed, 12, "one retry per failed stage");
     let claimed_elsewhere: usize = ops
         .iter()
@@ -461,14 +373,8 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_c0de);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut scenario = Scenario::new();
-    let mut names = Vec::new();
-    for i in 0..10 {
-        let name = format!("batch-{i:02}");
-        // Fails four more times, then succeeds: four retries each (maxRedrives 5).
-        scenario = scenario.with_pipeline(failing(&name, then_succeeds(fails(4))));
-        names.push(name);
-    }
+    // Fails four more times, then succeeds: four retries each (maxRedrives 5).
+    let (scenario, names) = fleet("batch", 10, 4);
     let emu = start_emulator(scenario).await;
     // Slow answers to the calls around the act, so kills often land mid-protocol.
     emu.set_faults(FaultConfig {
@@ -482,7 +388,7 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
     });
     apply(c, &policy(ns, "batches", &names, json!({"maxRedrives": 5})));
     let dir = tempfile::tempdir().unwrap();
-    let args = operator_args(&emu);
+    let args = operator_args(&emu, ns);
     for i in 0..kills {
         let mut op = spawn(c, &format!("life-{i}"), dir.path(), &args);
         let ms = rng.random_range(300..2500);
@@ -492,27 +398,15 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
     }
     emu.set_faults(FaultConfig::default());
     let mut last = spawn(c, "survivor", dir.path(), &args);
-    let done = wait_for(Duration::from_secs(180), || {
-        let (emu, names) = (&emu, &names);
-        async move {
-            names
-                .iter()
-                .all(|n| deploy_status(emu, n) == "Succeeded")
-                .then_some(())
-        }
-    })
-    .await;
+    let done = all_succeed(&emu, &names, Duration::from_secs(180)).await;
     assert!(
-        done.is_some(),
+        done,
         "lost work after {kills} kills (seed {seed}): {:?}\nlogs:\n{}",
-        names
-            .iter()
-            .map(|n| (n, deploy_status(&emu, n), manual_retries(&emu, n)))
-            .collect::<Vec<_>>(),
+        deploy_report(&emu, &names),
         last.logs()
     );
     assert_no_duplicate_retries(&emu, &format!("kill loop (seed {seed})"));
-    let performed: u32 = retries(&emu).values().sum();
+    let performed = retried(&emu);
     assert_eq!(performed, 40, "four retries per pipeline, each once");
     figures(
         "kill9_at_random_moments_never_retries_twice_and_loses_nothing",
@@ -533,18 +427,12 @@ async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
     let c = cluster().await;
     let ns = "cp-outage";
     c.kubectl_ok(["create", "namespace", ns]);
-    let mut scenario = Scenario::new();
-    let mut names = Vec::new();
-    for i in 0..6 {
-        let name = format!("etl-{i:02}");
-        scenario = scenario.with_pipeline(failing(&name, then_succeeds(fails(2))));
-        names.push(name);
-    }
+    let (scenario, names) = fleet("etl", 6, 2);
     let emu = start_emulator(scenario).await;
     let doc = policy(ns, "etl", &names, json!({"maxRedrives": 4}));
     apply(c, &doc);
     let dir = tempfile::tempdir().unwrap();
-    let args = operator_args(&emu);
+    let args = operator_args(&emu, ns);
     let mut op = spawn(c, "op-outage", dir.path(), &args);
     // First retries land, then the API server goes away for 30 s.
     let first = wait_for(Duration::from_secs(60), || {
@@ -560,27 +448,15 @@ async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
     // GitOps: the policy is deleted and applied again (a new object, a new uid).
     c.kubectl_ok(["delete", "rdp", "-n", ns, "etl", "--wait=true"]);
     apply(c, &doc);
-    let done = wait_for(Duration::from_secs(150), || {
-        let (emu, names) = (&emu, &names);
-        async move {
-            names
-                .iter()
-                .all(|n| deploy_status(emu, n) == "Succeeded")
-                .then_some(())
-        }
-    })
-    .await;
+    let done = all_succeed(&emu, &names, Duration::from_secs(150)).await;
     assert!(
-        done.is_some(),
+        done,
         "not converged after the outage: {:?}\nlogs:\n{}",
-        names
-            .iter()
-            .map(|n| (n, deploy_status(&emu, n), manual_retries(&emu, n)))
-            .collect::<Vec<_>>(),
+        deploy_report(&emu, &names),
         op.logs()
     );
     assert_no_duplicate_retries(&emu, "outage + re-create");
-    let performed: u32 = retries(&emu).values().sum();
+    let performed = retried(&emu);
     assert_eq!(performed, 12, "two retries per pipeline, each once");
     // The records outlived the policy's deletion (no ownerReferences).
     let listed: Value =
@@ -614,7 +490,7 @@ async fn unknown_pipelines_and_unmatched_stage_globs_are_reported_and_the_rest_w
     let ns = "cp-bad";
     c.kubectl_ok(["create", "namespace", ns]);
     let emu =
-        start_emulator(Scenario::new().with_pipeline(failing("good", then_succeeds(fails(1)))))
+        start_emulator(Scenario::new().with_pipeline(failing("good", fails_then_succeeds(1))))
             .await;
     apply(
         c,
@@ -640,7 +516,7 @@ async fn unknown_pipelines_and_unmatched_stage_globs_are_reported_and_the_rest_w
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut op = spawn(c, "op-bad", dir.path(), &operator_args(&emu));
+    let mut op = spawn(c, "op-bad", dir.path(), &operator_args(&emu, ns));
     let ok = wait_for(Duration::from_secs(60), || {
         let emu = &emu;
         async move { (deploy_status(emu, "good") == "Succeeded").then_some(()) }

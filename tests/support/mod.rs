@@ -1,6 +1,8 @@
 //! Shared helpers for tests that drive the `redrive-operator` binary against the emulator.
 #![allow(dead_code)]
 
+pub mod pipelines;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
