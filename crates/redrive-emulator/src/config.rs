@@ -215,6 +215,62 @@ impl Default for CodePipelineConfig {
     }
 }
 
+/// What a successful Flow Service re-trigger answers (api-facts §3.4: the tutorial and the
+/// OpenAPI spec disagree; UNCONFIRMED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetriggerResponse {
+    /// `{"id", "etag"}` of the new run, as in the tutorial.
+    #[default]
+    IdAndEtag,
+    /// The new run's full object, as in the OpenAPI spec.
+    FullRun,
+}
+
+/// Adobe Flow Service and IMS behaviour choices (docs/emulator.md, "Flow Service").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FlowServiceConfig {
+    /// Lifetime of IMS access tokens (`expires_in`); default 86399 s as documented.
+    #[serde(with = "humantime_duration")]
+    pub token_ttl: Duration,
+    /// Run time of new runs when neither the outcome nor the flow sets one. Default 30 s.
+    #[serde(with = "humantime_duration")]
+    pub default_run_time: Duration,
+    /// Organization of clients that set none, and of every flow and run.
+    pub org_id: String,
+    /// Scopes a token must carry for Platform calls (else 403 `403011`).
+    pub required_scopes: Vec<String>,
+    /// Page size of `GET /runs` and `GET /flows` without `limit`.
+    pub default_page_size: u32,
+    /// Body of a successful re-trigger.
+    pub retrigger_response: RetriggerResponse,
+    /// Probability of an injected 429 `429050` on any Platform call (changeable at run time).
+    pub throttle_rate: f64,
+    /// `Retry-After` of injected (rate-based) 429s; bucket 429s compute it from the refill rate.
+    #[serde(with = "humantime_duration")]
+    pub retry_after: Duration,
+}
+
+impl Default for FlowServiceConfig {
+    fn default() -> Self {
+        FlowServiceConfig {
+            token_ttl: Duration::from_secs(86_399),
+            default_run_time: Duration::from_secs(30),
+            org_id: "EMU0000000000000000000001@AdobeOrg".to_string(),
+            required_scopes: vec![
+                "openid".to_string(),
+                "AdobeID".to_string(),
+                "additional_info.projectedProductContext".to_string(),
+            ],
+            default_page_size: 100,
+            retrigger_response: RetriggerResponse::default(),
+            throttle_rate: 0.0,
+            retry_after: Duration::from_secs(2),
+        }
+    }
+}
+
 /// What a replayed `RedriveExecution` (same client token within the window) returns.
 /// UNCONFIRMED in AWS docs; default is the original redrive's date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -269,6 +325,8 @@ pub struct EmulatorConfig {
     pub bucket_overrides: BTreeMap<String, BucketSpec>,
     /// CodePipeline behaviour choices.
     pub codepipeline: CodePipelineConfig,
+    /// Adobe Flow Service / IMS behaviour choices.
+    pub flowservice: FlowServiceConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -287,6 +345,7 @@ impl Default for EmulatorConfig {
             clock_offset: Duration::ZERO,
             bucket_overrides: BTreeMap::new(),
             codepipeline: CodePipelineConfig::default(),
+            flowservice: FlowServiceConfig::default(),
         }
     }
 }

@@ -7,6 +7,9 @@
 //! real `aws-sdk-codepipeline` client; api-facts §2, §4.2): see [`codepipeline`]. An STS stand-in
 //! (awsQuery `AssumeRole` / `GetCallerIdentity`) answers on the same endpoint, so per-policy role
 //! assumption with ExternalId can be tested end to end.
+//! An Adobe Experience Platform Flow Service + IMS double (`POST /ims/token/v3`,
+//! `/data/foundation/flowservice/{runs,flows}`, re-trigger; api-facts §3, §4.3) is served on the
+//! same endpoint, state and clock: see [`flowservice`].
 //! See `docs/emulator.md` for the scenario format and the choices made on UNCONFIRMED points.
 //!
 //! ```no_run
@@ -23,6 +26,7 @@ mod api;
 mod arn;
 pub mod codepipeline;
 mod config;
+pub mod flowservice;
 mod history;
 mod model;
 mod scenario;
@@ -46,8 +50,13 @@ pub use codepipeline::{
     RetryLedgerEntry, RetryOutcome, StageRetryMode, StageSpec,
 };
 pub use config::{
-    AutoRetryScope, BucketSpec, CodePipelineConfig, EmulatorConfig, FaultConfig, PendingAutoRetry,
-    QuotaPreset, ReplayMode, TokenScope, parse_duration,
+    AutoRetryScope, BucketSpec, CodePipelineConfig, EmulatorConfig, FaultConfig, FlowServiceConfig,
+    PendingAutoRetry, QuotaPreset, ReplayMode, RetriggerResponse, TokenScope, parse_duration,
+};
+pub use flowservice::{
+    FlowAdminError, FlowKind, FlowRunSnapshot, FlowRunSpec, FlowRunStatus, FlowSpec, ImsClientSpec,
+    ImsToken, ReTriggerLedgerEntry, ReTriggerOutcome, RunError, RunOutcome, RunTrigger,
+    ScheduleSpec,
 };
 pub use model::{ExecutionSnapshot, ExecutionStatus, RedriveStatus, reasons};
 pub use scenario::{
@@ -295,6 +304,82 @@ impl EmulatorHandle {
     /// `ConcurrentPipelineExecutionsLimitExceededException`; false if the pipeline is unknown.
     pub fn set_pipeline_concurrency_limit(&self, pipeline: &str, limit: Option<u32>) -> bool {
         self.state.set_pipeline_concurrency_limit(pipeline, limit)
+    }
+    // ----------------------------------------------------------------------------------------
+    // Adobe Flow Service / IMS
+
+    /// Every Flow Service re-trigger call so far, in order (whatever the outcome).
+    pub fn flowservice_ledger(&self) -> Vec<ReTriggerLedgerEntry> {
+        self.state.flowservice_ledger()
+    }
+    /// One Flow Service run (settled to now).
+    pub fn flow_run(&self, run_id: &str) -> Option<FlowRunSnapshot> {
+        self.state.flow_run(run_id)
+    }
+    /// Every run of a flow, newest first.
+    pub fn flow_runs(&self, flow_id: &str) -> Vec<FlowRunSnapshot> {
+        self.state.flow_runs(flow_id)
+    }
+    /// Id of a flow by name.
+    pub fn flow_id(&self, name: &str) -> Option<String> {
+        self.state.flow_id(name)
+    }
+    /// Seed one more flow (or merge runs and script into the flow with the same id); returns
+    /// the ids of the runs it seeded.
+    pub fn seed_flow(&self, spec: FlowSpec) -> Result<Vec<String>, ScenarioError> {
+        self.state.seed_flow(spec)
+    }
+    /// Start a run of a flow now (like a scheduled run); returns its id.
+    pub fn start_flow_run(&self, flow_id: &str) -> Result<String, FlowAdminError> {
+        self.state.start_flow_run(flow_id)
+    }
+    /// End an in-progress run now with `outcome`.
+    pub fn complete_flow_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<(), FlowAdminError> {
+        self.state.complete_flow_run(run_id, outcome)
+    }
+    /// Replace a flow's outcome script (for runs created from now on).
+    pub fn set_flow_outcomes(
+        &self,
+        flow_id: &str,
+        outcomes: Vec<RunOutcome>,
+    ) -> Result<(), FlowAdminError> {
+        self.state.set_flow_outcomes(flow_id, outcomes)
+    }
+    /// Add (or replace) an IMS client credential.
+    pub fn add_ims_client(&self, client: ImsClientSpec) {
+        self.state.add_ims_client(client)
+    }
+    /// Rotate a client's secret (the old secret is refused from now on; issued tokens stay valid).
+    pub fn rotate_ims_secret(
+        &self,
+        client_id: &str,
+        new_secret: &str,
+    ) -> Result<(), FlowAdminError> {
+        self.state.rotate_ims_secret(client_id, new_secret)
+    }
+    /// Revoke every live token of a client (`401013` from now on); returns how many.
+    pub fn revoke_ims_tokens(&self, client_id: &str) -> Result<usize, FlowAdminError> {
+        self.state.revoke_ims_tokens(client_id)
+    }
+    /// What IMS knows about an issued access token.
+    pub fn ims_token_info(&self, token: &str) -> Option<ImsToken> {
+        self.state.ims_token_info(token)
+    }
+    /// Answer 429 `429050` with `Retry-After` on this fraction of Flow Service calls.
+    pub fn set_flowservice_throttle(&self, rate: f64, retry_after: Duration) {
+        self.state.set_flowservice_throttle(rate, retry_after)
+    }
+    /// `{endpoint}/data/foundation/flowservice`: the Platform base URL.
+    pub fn flowservice_url(&self) -> String {
+        format!("{}{}", self.endpoint, flowservice::BASE_PATH)
+    }
+    /// `{endpoint}/ims/token/v3`: the IMS token URL.
+    pub fn ims_token_url(&self) -> String {
+        format!("{}{}", self.endpoint, flowservice::IMS_TOKEN_PATH)
     }
     /// Stop the server and wait (up to 5 s) for it to finish.
     pub async fn shutdown(mut self) {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codepipeline::PipelineSpec;
 use super::config::parse_duration;
+use super::flowservice::{FlowSpec, ImsClientSpec};
 use super::sts::RoleSpec;
 
 /// Errors loading or seeding a scenario.
@@ -398,6 +399,13 @@ pub struct Scenario {
     /// are added; the structure must be the same).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pipelines: Vec<PipelineSpec>,
+    /// Adobe Flow Service dataflows (merged by id when seeding more: runs are added, a
+    /// non-empty outcome script replaces the flow's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<FlowSpec>,
+    /// IMS OAuth server-to-server credentials (replaced by client id when seeding more).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ims_clients: Vec<ImsClientSpec>,
 }
 
 /// Scenario-wide defaults.
@@ -1027,6 +1035,8 @@ fn demo_scenario() -> Scenario {
         state_machines: machines,
         roles: Vec::new(),
         pipelines: Vec::new(),
+        flows: Vec::new(),
+        ims_clients: Vec::new(),
     }
 }
 

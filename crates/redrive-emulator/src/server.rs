@@ -84,7 +84,7 @@ pub(crate) struct ConnInfo {
 }
 
 impl ConnInfo {
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.kill.store(true, Ordering::SeqCst);
     }
 }
@@ -213,6 +213,7 @@ pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
             "/_emulator/codepipeline/actions/complete",
             post(cp_complete_action),
         )
+        .merge(crate::flowservice::router())
         .fallback(not_found)
         .with_state(state)
 }
@@ -268,7 +269,7 @@ pub(crate) fn access_key_id(auth: &str) -> Option<String> {
     (!akid.is_empty()).then(|| akid.to_string())
 }
 
-enum Fault {
+pub(crate) enum Fault {
     Drop,
     ServerError,
     Unavailable,
@@ -276,7 +277,7 @@ enum Fault {
     Truncated,
 }
 
-fn decide(f: &FaultConfig, rng: &mut impl Rng) -> (Option<Duration>, Option<Fault>) {
+pub(crate) fn decide(f: &FaultConfig, rng: &mut impl Rng) -> (Option<Duration>, Option<Fault>) {
     let latency = match f.latency {
         Some(d) if roll_once(rng, f.latency_rate) => Some(d),
         _ => None,
@@ -435,7 +436,7 @@ async fn root_get() -> Response {
     error_response(&ApiError::unknown_operation())
 }
 
-fn json_ok(v: serde_json::Value) -> Response {
+pub(crate) fn json_ok(v: serde_json::Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -444,7 +445,7 @@ fn json_ok(v: serde_json::Value) -> Response {
         .into_response()
 }
 
-fn json_err(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn json_err(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codepipeline::{self, RetryLedgerEntry};
 use super::config::{EmulatorConfig, FaultConfig};
+use super::flowservice;
 use super::model::{ExecutionSnapshot, Model, Ms, ts};
 use super::scenario::{Scenario, ScenarioError};
 use super::sts::{self, RoleSpec, StsLedgerEntry, StsSession, StsState};
@@ -158,6 +159,15 @@ pub struct Stats {
     /// Native automatic stage retries performed.
     #[serde(default)]
     pub auto_stage_retries: u64,
+    /// Flow Service flows.
+    #[serde(default)]
+    pub flows: u64,
+    /// Flow Service runs stored.
+    #[serde(default)]
+    pub flow_runs: u64,
+    /// Flow Service runs in progress.
+    #[serde(default)]
+    pub open_flow_runs: u64,
     /// Remaining tokens per throttling bucket.
     pub bucket_levels: BTreeMap<String, f64>,
 }
@@ -205,6 +215,7 @@ pub struct EmulatorState {
     pub(crate) sts: Mutex<StsState>,
     pub(crate) pipelines: Mutex<codepipeline::Model>,
     pub(crate) cp_ledger: Mutex<Vec<RetryLedgerEntry>>,
+    pub(crate) flows: Mutex<flowservice::Model>,
 }
 
 impl std::fmt::Debug for EmulatorState {
@@ -275,8 +286,13 @@ impl EmulatorState {
             sts: Mutex::new(sts_state),
             pipelines: Mutex::new(pipelines),
             cp_ledger: Mutex::new(Vec::new()),
+            flows: Mutex::new(flowservice::Model::new(
+                config.flowservice.clone(),
+                config.seed,
+            )),
         });
         state.seed_pipeline_specs(&scenario.pipelines, now)?;
+        state.seed_flow_specs(&scenario.flows, &scenario.ims_clients)?;
         Ok(state)
     }
 
@@ -326,12 +342,14 @@ impl EmulatorState {
         sts::validate_roles(&more.roles)?;
         let now = self.now_ms();
         self.validate_pipeline_specs(&more.pipelines, now)?;
+        self.validate_flow_specs(&more.flows)?;
         let added = {
             let mut m = lock(&self.model);
             m.settle(now);
             m.seed(more, now)?
         };
         let ids = self.seed_pipeline_specs(&more.pipelines, now)?;
+        self.seed_flow_specs(&more.flows, &more.ims_clients)?;
         lock(&self.sts).put_roles(&more.roles);
         Ok((added, ids.iter().map(|v| v.len() as u64).sum()))
     }
@@ -459,6 +477,7 @@ impl EmulatorState {
             s.manual_stage_retries = m.manual_retries;
             s.auto_stage_retries = m.auto_retries;
         }
+        (s.flows, s.flow_runs, s.open_flow_runs) = self.flowservice_counts();
         s.bucket_levels = lock(&self.throttle).levels().into_iter().collect();
         s
     }

@@ -69,6 +69,16 @@ impl Throttle {
         }
     }
 
+    /// Milliseconds until `op`'s bucket holds a whole token again (None if it has no bucket
+    /// yet or never refills).
+    pub fn retry_after_ms(&self, op: &str) -> Option<Ms> {
+        let b = self.buckets.get(op)?;
+        if b.refill_per_ms <= 0.0 {
+            return None;
+        }
+        Some(((1.0 - b.tokens).max(0.0) / b.refill_per_ms).ceil() as Ms)
+    }
+
     /// Remaining whole tokens per bucket (for stats).
     pub fn levels(&self) -> Vec<(String, f64)> {
         let mut v: Vec<(String, f64)> = self

@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use redrive_emulator::{
     self as emulator, AutoRetryScope, CodePipelineConfig, EmulatorConfig, FaultConfig,
-    PendingAutoRetry, QuotaPreset, ReplayMode, Scenario, TokenScope, parse_duration,
+    FlowServiceConfig, PendingAutoRetry, QuotaPreset, ReplayMode, RetriggerResponse, Scenario,
+    TokenScope, parse_duration,
 };
 
 /// Local AWS Step Functions (AWS JSON 1.0) and CodePipeline (AWS JSON 1.1) emulator for redrive
@@ -24,6 +25,9 @@ use redrive_emulator::{
 /// GET /_emulator/codepipeline/ledger, GET /_emulator/codepipeline/pipelines/NAME[/executions],
 /// POST /_emulator/codepipeline/pipelines/NAME/{executions,update},
 /// POST /_emulator/codepipeline/actions/complete {"pipeline","stage","action","outcome"}.
+/// Adobe Flow Service / IMS: POST /ims/token/v3, GET /data/foundation/flowservice/{runs,flows}[/ID],
+/// POST /data/foundation/flowservice/runs/ID/action?op=re-trigger; admin under
+/// /_emulator/flowservice/ (ledger, flows/ID/runs, runs/ID/complete, ims/clients, throttle).
 #[derive(Debug, Parser)]
 #[command(name = "redrive-emulator", version, about, long_about)]
 struct Args {
@@ -31,8 +35,8 @@ struct Args {
     #[arg(long, env = "EMULATOR_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
 
-    /// Scenario to seed: a YAML or JSON file, `demo` (built-in Step Functions and CodePipeline
-    /// demo data) or `empty`.
+    /// Scenario to seed: a YAML or JSON file, `demo` (built-in Step Functions, CodePipeline and
+    /// Flow Service demo data) or `empty`.
     #[arg(long, env = "EMULATOR_SCENARIO", default_value = "demo")]
     scenario: String,
 
@@ -143,6 +147,23 @@ struct Args {
     /// Default run time of a CodePipeline action attempt.
     #[arg(long, env = "EMULATOR_CODEPIPELINE_ACTION_DURATION", value_parser = parse_duration)]
     codepipeline_action_duration: Option<Duration>,
+
+    /// Lifetime of IMS access tokens (expires_in), default 86399s.
+    #[arg(long, env = "EMULATOR_FLOWSERVICE_TOKEN_TTL", value_parser = parse_duration)]
+    flowservice_token_ttl: Option<Duration>,
+
+    /// Run time of new Flow Service runs (re-triggered or scheduled) unless scripted.
+    #[arg(long, env = "EMULATOR_FLOWSERVICE_RUN_TIME", value_parser = parse_duration)]
+    flowservice_run_time: Option<Duration>,
+
+    /// Body of a successful re-trigger: the tutorial's {id, etag} or the spec's full run.
+    #[arg(
+        long,
+        env = "EMULATOR_FLOWSERVICE_RETRIGGER_RESPONSE",
+        value_enum,
+        default_value = "id-and-etag"
+    )]
+    flowservice_retrigger_response: RetriggerResponse,
 }
 
 #[tokio::main]
@@ -166,6 +187,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "demo" => {
             let mut s = Scenario::demo();
             s.pipelines = Scenario::demo_pipelines().pipelines;
+            let flows = Scenario::demo_flows();
+            s.flows = flows.flows;
+            s.ims_clients = flows.ims_clients;
             s
         }
         "empty" | "none" => Scenario::new(),
@@ -207,9 +231,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 ..d
             }
         },
+        flowservice: {
+            let d = FlowServiceConfig::default();
+            FlowServiceConfig {
+                token_ttl: args.flowservice_token_ttl.unwrap_or(d.token_ttl),
+                default_run_time: args.flowservice_run_time.unwrap_or(d.default_run_time),
+                retrigger_response: args.flowservice_retrigger_response,
+                ..d
+            }
+        },
     };
     let executions = scenario.execution_count();
     let pipelines = scenario.pipelines.len();
+    let flows = scenario.flows.len();
     let handle = emulator::start(config, scenario).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -217,8 +251,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     eprintln!(
-        "redrive-emulator: {} executions seeded, {} pipelines; admin API at {}/_emulator/health",
-        executions, pipelines, handle.endpoint
+        "redrive-emulator: {} executions seeded, {} pipelines, {} flows; admin API at {}/_emulator/health",
+        executions, pipelines, flows, handle.endpoint
     );
     shutdown_signal().await;
     handle.shutdown().await;
