@@ -16,7 +16,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use libfuzzer_sys::{Corpus, fuzz_target};
 use redrive_operator::engine::{self, BudgetState, Candidate, Details, Redrivability, RunStatus};
-use redrive_operator::policy::Policy;
+use redrive_operator::policy::{Policy, TargetSpec};
 use redrive_operator::policy_file::{LoadError, parse_documents};
 use redrive_operator::targets::stepfunctions;
 
@@ -53,8 +53,8 @@ fn check_rejection(e: &LoadError) {
 fn exercise(policy: &Policy) {
     let now = Timestamp::now();
     let sm = policy
-        .state_machines
-        .first()
+        .step_functions()
+        .and_then(|t| t.state_machines.first())
         .cloned()
         .unwrap_or_else(|| "arn:aws:states:us-east-1:123456789012:stateMachine:orders".into());
     let mk = |i: i64, status, count, error: &str| Candidate {
@@ -90,7 +90,11 @@ fn exercise(policy: &Policy) {
         candidates.len(),
         "one decision per candidate"
     );
-    if let Some(sel) = &policy.selector {
+    let selector = match &policy.target {
+        TargetSpec::StepFunctions(t) => t.selector.as_ref(),
+        TargetSpec::CodePipeline(t) => t.selector.as_ref(),
+    };
+    if let Some(sel) = selector {
         let _ = sel.matches_name("orders-processing");
     }
 }
@@ -102,23 +106,36 @@ fn verbose() -> bool {
 
 /// What must survive a round trip through JSON.
 fn summary(p: &Policy) -> String {
-    let selector = p
-        .selector
-        .as_ref()
-        .map(|s| (s.name_regex.as_ref().map(|r| r.as_str()), &s.tags));
+    let target = match &p.target {
+        TargetSpec::StepFunctions(t) => format!(
+            "sfn {:?} {:?} {:?}",
+            t.state_machines,
+            t.max_run_time,
+            t.selector
+                .as_ref()
+                .map(|s| (s.name_regex.as_ref().map(|r| r.as_str()), &s.tags))
+        ),
+        TargetSpec::CodePipeline(t) => format!(
+            "cp {:?} {:?} {:?} {:?}",
+            t.pipelines,
+            t.stage_patterns,
+            t.retry_mode,
+            t.selector
+                .as_ref()
+                .map(|s| (s.name_regex.as_ref().map(|r| r.as_str()), &s.tags))
+        ),
+    };
     let cause_regex = p
         .errors
         .as_ref()
         .and_then(|e| e.cause_regex.as_ref().map(|r| r.as_str()));
     format!(
-        "{} {:?} {} {:?} {:?} {selector:?} {cause_regex:?} {:?} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}",
+        "{} {:?} {} {:?} {target} {cause_regex:?} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}",
         p.id,
         p.generation,
-        p.region,
-        p.role_arn,
-        p.state_machines,
+        p.region(),
+        p.role_arn(),
         p.statuses,
-        p.max_run_time,
         p.min_age,
         p.max_age,
         p.max_redrives,
