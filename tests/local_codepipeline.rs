@@ -174,3 +174,94 @@ async fn without_a_state_dir_codepipeline_refuses_to_act() {
         "{run:?}"
     );
 }
+
+/// `plan --state-dir` reads the ledger (an attempt someone already made shows as
+/// AlreadyClaimed, not Redrive) and never writes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_reads_the_state_dir_and_never_writes_it() {
+    use redrive_operator::ledger::{AttemptKey, FileLedger, Ledger, NewClaim, Outcome, Phase};
+    let (scenario, names) = fleet("planned", 2, 1);
+    let emu = emulator::start(EmulatorConfig::default(), scenario)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = policy_file(dir.path(), &names, 3);
+    // Attempt 1 of planned-00's failed Deploy was already made (by another process).
+    let execution = emu
+        .pipeline_state("planned-00")
+        .and_then(|s| {
+            s.stage("Deploy")
+                .and_then(|d| d.pipeline_execution_id.clone())
+        })
+        .unwrap();
+    let run = format!("planned-00/Deploy/{execution}");
+    {
+        let ledger = FileLedger::open(&state).unwrap();
+        let now = jiff::Timestamp::now();
+        let claim = NewClaim {
+            key: AttemptKey::new("local", "codepipeline", run.clone(), 1),
+            policy: "pipelines".into(),
+            workflow: "planned-00".into(),
+            root: run.clone(),
+            holder: "another-process".into(),
+            now,
+            deadline: now + jiff::SignedDuration::from_secs(60),
+        };
+        let record = ledger.claim(claim).await.unwrap().into_record();
+        let outcome = Outcome {
+            code: Some("Redriven".into()),
+            message: None,
+            new_run_id: None,
+            etag: None,
+        };
+        ledger
+            .settle(&record, Phase::Acted, Some(outcome), now)
+            .await
+            .unwrap();
+    }
+    let log = state.join("attempts.v1.jsonl");
+    let before = std::fs::read(&log).unwrap();
+    let out = support::operator(
+        &[
+            "plan",
+            "-f",
+            &file,
+            "-o",
+            "json",
+            "--state-dir",
+            &state.display().to_string(),
+            "--endpoint-url",
+            &emu.endpoint,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(out.ok(), "{out:?}");
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let runs = plan["policies"][0]["runs"].as_array().unwrap().clone();
+    let reason_of = |pipeline: &str| {
+        runs.iter()
+            .find(|r| r["pipelineName"] == pipeline)
+            .map(|r| (r["decision"].clone(), r["reason"].clone()))
+    };
+    assert_eq!(
+        reason_of("planned-00"),
+        Some((
+            serde_json::json!("Wait"),
+            serde_json::json!("AlreadyClaimed")
+        )),
+        "{runs:#?}"
+    );
+    assert_eq!(
+        reason_of("planned-01"),
+        Some((serde_json::json!("Skip"), serde_json::json!("DryRun"))),
+        "{runs:#?}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        before,
+        "plan wrote the ledger"
+    );
+    assert_eq!(retried(&emu), 0, "plan never retries");
+}

@@ -344,10 +344,38 @@ impl CodePipeline {
         let declaration = self
             .declaration(pipeline, state.pipeline_version().unwrap_or(0))
             .await?;
-        Ok(failing
+        let mut out: Vec<Candidate> = failing
             .into_iter()
             .filter_map(|s| candidate(pipeline, s, &declaration, spec.retry_mode, policy, now))
-            .collect())
+            .collect();
+        for c in &mut out {
+            self.apply_claim(c, policy, now).await;
+        }
+        Ok(out)
+    }
+
+    /// What the ledger already says about a candidate's next attempt, so that `plan` and the
+    /// status show it (the claim still decides when acting): a live claim of someone else is
+    /// `InDoubt` until its deadline, a settled one `AlreadyClaimed`. An unreadable ledger
+    /// changes nothing here.
+    async fn apply_claim(&self, c: &mut Candidate, policy: &Policy, now: Timestamp) {
+        if c.hold.is_some() {
+            return;
+        }
+        let Some(ledger) = self.settings.ledger.as_deref() else {
+            return;
+        };
+        let key = attempt_key(&self.settings.namespace, c);
+        match ledger.get(&key).await {
+            Ok(Some(r)) if r.phase == Phase::Intent && now <= r.deadline => {
+                c.hold = Some((Reason::InDoubt, r.deadline));
+            }
+            Ok(Some(r)) if matches!(r.phase, Phase::Acted | Phase::NotActed) => {
+                c.hold = Some((Reason::AlreadyClaimed, now + signed(policy.poll_interval)));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(run = %c.id, error = %e, "attempt ledger not readable"),
+        }
     }
 
     /// The live state of the stage a candidate names, for the attempt after `observed` retries.
