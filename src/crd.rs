@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Pattern shared by every duration field: one whole number and one unit.
-///
-/// Deliberately narrower than Go or humantime durations, so that the same string means the same
-/// thing in the CRD's CEL rules, in `kubectl explain` and in the operator.
-pub const DURATION_PATTERN: &str = r"^[0-9]{1,7}(s|m|h|d)$";
+use crate::api::limits;
+
+/// Pattern shared by every duration field (see [`limits::DURATION`]).
+pub const DURATION_PATTERN: &str = limits::DURATION;
 
 /// CEL expression turning the duration string `$f` into seconds (see [`DURATION_PATTERN`]).
 macro_rules! cel_seconds {
@@ -143,7 +142,7 @@ pub struct RedrivePolicySpec {
 
     /// How often to look for failed executions (e.g. 30s, 1m, 5m). Minimum 10s.
     #[serde(default = "default_poll_interval")]
-    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[schemars(pattern(limits::DURATION), length(max = 8))]
     #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " >= 10")).message("pollInterval must be at least 10s"))]
     pub poll_interval: String,
 }
@@ -155,25 +154,20 @@ pub struct RedrivePolicySpec {
 #[x_kube(validation = Rule::new("!has(self.stateMachines) || self.stateMachines.all(a, a.split(':')[3] == self.region)").message("every ARN in stepFunctions.stateMachines must be in stepFunctions.region"))]
 pub struct StepFunctionsTarget {
     /// AWS region of the state machines, e.g. eu-west-1.
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"), length(max = 32))]
+    #[schemars(pattern(limits::REGION), length(max = 32))]
     pub region: String,
 
     /// IAM role to assume for this policy, with ExternalId set to the policy's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"),
-        length(max = 600)
-    )]
+    #[schemars(pattern(limits::ROLE_ARN), length(max = 600))]
     pub role_arn: Option<String>,
 
     /// Explicit state machine ARNs (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
-        length(max = 100),
+        length(max = limits::MAX_WORKFLOWS),
         inner(
-            regex(
-                pattern = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{12}:stateMachine:[^:\s]{1,80}(/[^:\s]{1,80})?(:[A-Za-z0-9_-]{1,80})?$"
-            ),
+            pattern(limits::STATE_MACHINE_ARN),
             length(max = 256)
         )
     )]
@@ -188,7 +182,7 @@ pub struct StepFunctionsTarget {
     /// Listing stops at executions that started more than window.maxAge + maxRunTime ago,
     /// because AWS lists executions by start date.
     #[serde(default = "default_max_run_time")]
-    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[schemars(pattern(limits::DURATION), length(max = 8))]
     #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("stepFunctions.maxRunTime must be at most 365d (the AWS maximum execution time)"))]
     pub max_run_time: String,
 
@@ -206,22 +200,19 @@ pub struct StepFunctionsTarget {
 #[x_kube(validation = Rule::new("(has(self.pipelines) && size(self.pipelines) > 0) || has(self.selector)").message("set at least one of codePipeline.pipelines or codePipeline.selector"))]
 pub struct CodePipelineTarget {
     /// AWS region of the pipelines, e.g. eu-west-1.
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"), length(max = 32))]
+    #[schemars(pattern(limits::REGION), length(max = 32))]
     pub region: String,
 
     /// IAM role to assume for this policy, with ExternalId set to the policy's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"),
-        length(max = 600)
-    )]
+    #[schemars(pattern(limits::ROLE_ARN), length(max = 600))]
     pub role_arn: Option<String>,
 
     /// Pipeline names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
-        length(max = 100),
-        inner(regex(pattern = r"^[A-Za-z0-9.@\-_]{1,100}$"), length(max = 100))
+        length(max = limits::MAX_WORKFLOWS),
+        inner(pattern(limits::PIPELINE_NAME), length(max = 100))
     )]
     pub pipelines: Vec<String>,
 
@@ -232,7 +223,7 @@ pub struct CodePipelineTarget {
 
     /// Stage names or globs (e.g. Deploy*) to retry; default every stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50), inner(length(min = 1, max = 100)))]
+    #[schemars(length(max = limits::MAX_GLOBS), inner(length(min = 1, max = 100)))]
     pub stages: Vec<String>,
 
     /// Stage statuses to retry: Failed (default), and optionally Stopped.
@@ -359,12 +350,12 @@ impl FailureStatus {
 pub struct ErrorFilter {
     /// Redrive only executions whose error name matches one of these globs (e.g. Lambda.*).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    #[schemars(length(max = limits::MAX_GLOBS), inner(length(min = 1, max = 256)))]
     pub include: Vec<String>,
 
     /// Never redrive executions whose error name matches one of these globs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    #[schemars(length(max = limits::MAX_GLOBS), inner(length(min = 1, max = 256)))]
     pub exclude: Vec<String>,
 
     /// Redrive only executions whose cause matches this regular expression (RE2 syntax).
@@ -380,13 +371,13 @@ pub struct ErrorFilter {
 pub struct Window {
     /// Leave failures alone until they are this old (gives humans and other tools a head start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[schemars(pattern(limits::DURATION), length(max = 8))]
     pub min_age: Option<String>,
 
     /// Ignore failures older than this. At most 14d for Step Functions (AWS refuses to redrive
     /// an execution more than 14 days after it stopped), 365d otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[schemars(pattern(limits::DURATION), length(max = 8))]
     #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("window.maxAge must be at most 365d"))]
     pub max_age: Option<String>,
 }
@@ -398,7 +389,7 @@ pub struct Window {
 pub struct Backoff {
     /// Wait before the first redrive, counted from the stop date.
     #[serde(default = "default_backoff_initial")]
-    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[schemars(pattern(limits::DURATION), length(max = 8))]
     pub initial: String,
 
     /// Multiplier applied per earlier redrive (wait = initial * factor^redriveCount).
@@ -408,7 +399,7 @@ pub struct Backoff {
 
     /// Upper bound of the wait.
     #[serde(default = "default_backoff_max")]
-    #[schemars(regex(pattern = r"^[0-9]{1,7}(s|m|h|d)$"), length(max = 8))]
+    #[schemars(pattern(limits::DURATION), length(max = 8))]
     pub max: String,
 
     /// Spread (0 to 1) applied to each wait, deterministic per execution and attempt.

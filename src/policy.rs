@@ -28,10 +28,9 @@ pub const AWS_REDRIVE_PERIOD: Duration = Duration::from_secs(14 * 86_400);
 /// 12 months of execution history).
 pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
 
-const STATE_MACHINE_ARN: &str = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{12}:stateMachine:[^:\s]{1,80}(/[^:\s]{1,80})?(:[A-Za-z0-9_-]{1,80})?$";
-const ROLE_ARN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$";
-const REGION: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
-const PIPELINE_NAME: &str = r"^[A-Za-z0-9.@\-_]{1,100}$";
+use crate::api::limits::{
+    MAX_GLOBS, MAX_SELECTOR_TAGS, MAX_WORKFLOWS, PIPELINE_NAME, REGION, ROLE_ARN, STATE_MACHINE_ARN,
+};
 
 /// Namespace and name of a policy (the namespace is empty for files in local mode).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -496,7 +495,7 @@ fn selector(
             "needs nameRegex or tags",
         ));
     }
-    if tags.len() > 20 {
+    if tags.len() > MAX_SELECTOR_TAGS {
         return Err(SpecError::new(
             format!("spec.{member}.selector.tags"),
             "at most 20 tags",
@@ -513,7 +512,7 @@ fn selector(
 
 fn step_functions(sf: &StepFunctionsTarget) -> Result<StepFunctionsSpec, SpecError> {
     region_and_role("stepFunctions", &sf.region, sf.role_arn.as_deref())?;
-    if sf.state_machines.len() > 100 {
+    if sf.state_machines.len() > MAX_WORKFLOWS {
         return Err(SpecError::new(
             "spec.stepFunctions.stateMachines",
             "at most 100 ARNs",
@@ -563,7 +562,7 @@ fn step_functions(sf: &StepFunctionsTarget) -> Result<StepFunctionsSpec, SpecErr
 
 fn code_pipeline(cp: &CodePipelineTarget) -> Result<CodePipelineSpec, SpecError> {
     region_and_role("codePipeline", &cp.region, cp.role_arn.as_deref())?;
-    if cp.pipelines.len() > 100 {
+    if cp.pipelines.len() > MAX_WORKFLOWS {
         return Err(SpecError::new(
             "spec.codePipeline.pipelines",
             "at most 100 names",
@@ -674,7 +673,7 @@ fn compile_globs(field: &str, globs: &[String]) -> Result<Option<GlobSet>, SpecE
     if globs.is_empty() {
         return Ok(None);
     }
-    if globs.len() > 50 {
+    if globs.len() > MAX_GLOBS {
         return Err(SpecError::new(field, "at most 50 patterns"));
     }
     let mut builder = GlobSetBuilder::new();

@@ -6,3 +6,4 @@
 //!   reads and writes it.
 
 pub mod attempt;
+pub mod limits;
