@@ -9,6 +9,8 @@
 mod cluster;
 #[path = "support/operator.rs"]
 mod operator;
+#[path = "support/shared_cluster.rs"]
+mod shared_cluster;
 mod support;
 
 use std::time::Duration;
@@ -23,6 +25,7 @@ use support::pipelines::*;
 
 use cluster::Cluster;
 use operator::OperatorProcess;
+use shared_cluster::{ClusterGuard, SharedCluster};
 
 const POLICY_CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -33,12 +36,15 @@ const ATTEMPT_CRD: &str = concat!(
     "/crds/redriveattempts.redrive.dev.yaml"
 );
 
-/// The control plane shared by every test of this binary (its processes die with the test
-/// process: the control-plane script's watchdog).
-async fn cluster() -> &'static Cluster {
-    static CLUSTER: tokio::sync::OnceCell<Cluster> = tokio::sync::OnceCell::const_new();
-    CLUSTER
-        .get_or_init(|| async {
+/// Tests of this binary (all use the shared control plane; checked below).
+const CLUSTER_TESTS: usize = 5;
+
+static SHARED: SharedCluster = SharedCluster::new(CLUSTER_TESTS);
+
+/// The control plane shared by every test of this binary, with both CRDs installed.
+async fn cluster() -> ClusterGuard {
+    SHARED
+        .get(|| async {
             let c = cluster::start().await;
             c.kubectl_ok(["apply", "--server-side", "-f", POLICY_CRD]);
             c.kubectl_ok(["apply", "--server-side", "-f", ATTEMPT_CRD]);
@@ -52,6 +58,15 @@ async fn cluster() -> &'static Cluster {
             c
         })
         .await
+}
+
+#[test]
+fn the_shared_cluster_knows_how_many_tests_use_it() {
+    assert_eq!(
+        shared_cluster::count_tests(include_str!("e2e_codepipeline.rs")),
+        CLUSTER_TESTS,
+        "update CLUSTER_TESTS: every tokio test here uses the shared cluster"
+    );
 }
 
 async fn start_emulator(scenario: Scenario) -> EmulatorHandle {
@@ -128,7 +143,8 @@ fn figures(test: &str, pairs: &[(&str, String)]) {
 /// redriveattempts` tell the story.
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_failed_stages_within_the_policy_rules() {
-    let c = cluster().await;
+    let guard = cluster().await;
+    let c: &Cluster = &guard;
     let ns = "cp-rules";
     c.kubectl_ok(["create", "namespace", ns]);
     let superseded = failing("superseded", fails_then_succeeds(1));
@@ -317,7 +333,8 @@ async fn retries_failed_stages_within_the_policy_rules() {
 /// attempt to one RetryStageExecution; every stage is retried in the end.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_without_a_lease_never_retry_twice() {
-    let c = cluster().await;
+    let guard = cluster().await;
+    let c: &Cluster = &guard;
     let ns = "cp-replicas";
     c.kubectl_ok(["create", "namespace", ns]);
     let (scenario, names) = fleet("svc", 12, 1);
@@ -360,7 +377,8 @@ async fn three_replicas_without_a_lease_never_retry_twice() {
 /// lost once the last operator runs undisturbed.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
-    let c = cluster().await;
+    let guard = cluster().await;
+    let c: &Cluster = &guard;
     let ns = "cp-kills";
     c.kubectl_ok(["create", "namespace", ns]);
     let kills = if std::env::var_os("REDRIVE_LONG").is_some() {
@@ -424,7 +442,8 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
 /// while attempts are recorded: no attempt redone, nothing lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
-    let c = cluster().await;
+    let guard = cluster().await;
+    let c: &Cluster = &guard;
     let ns = "cp-outage";
     c.kubectl_ok(["create", "namespace", ns]);
     let (scenario, names) = fleet("etl", 6, 2);
@@ -486,7 +505,8 @@ async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
 /// status naming the field, and the policy's other pipelines are still retried.
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_pipelines_and_unmatched_stage_globs_are_reported_and_the_rest_works() {
-    let c = cluster().await;
+    let guard = cluster().await;
+    let c: &Cluster = &guard;
     let ns = "cp-bad";
     c.kubectl_ok(["create", "namespace", ns]);
     let emu =

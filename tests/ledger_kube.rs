@@ -7,8 +7,9 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/shared_cluster.rs"]
+mod shared_cluster;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -24,6 +25,7 @@ use redrive_operator::ledger::{
 use redrive_operator::targets::ErrorCategory;
 
 use cluster::Cluster;
+use shared_cluster::{ClusterGuard, SharedCluster};
 
 const POLICY_CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -34,70 +36,12 @@ const POLICY_CRD: &str = concat!(
 /// `the_shared_cluster_knows_how_many_tests_use_it`).
 const CLUSTER_TESTS: usize = 9;
 
-/// The control plane shared by the tests of this binary, and who uses it.
-struct Shared {
-    cluster: Option<Arc<Cluster>>,
-    users: usize,
-    finished: usize,
-}
-
-static SHARED: Mutex<Shared> = Mutex::new(Shared {
-    cluster: None,
-    users: 0,
-    finished: 0,
-});
-
-/// A test's handle on the shared control plane. The last test to finish drops it, which stops
-/// the servers and deletes their directory (a plain `static` would never be dropped and leave
-/// ~120 MB of etcd data in the temp dir per run). "Last" is the `CLUSTER_TESTS`-th test in a
-/// full run; in a filtered run (`cargo test --test ledger_kube NAME`) it is whichever test
-/// leaves no other user behind, so a filtered run may start a second control plane, never leak
-/// one.
-struct ClusterGuard(Option<Arc<Cluster>>);
-
-impl std::ops::Deref for ClusterGuard {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        self.0.as_deref().expect("held until drop")
-    }
-}
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        drop(self.0.take());
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        shared.users -= 1;
-        shared.finished += 1;
-        let filtered = std::env::args().skip(1).any(|a| !a.starts_with('-'));
-        let last = if filtered {
-            shared.users == 0
-        } else {
-            shared.finished >= CLUSTER_TESTS
-        };
-        if last {
-            let cluster = shared.cluster.take();
-            drop(shared);
-            drop(cluster);
-        }
-    }
-}
+static SHARED: SharedCluster = SharedCluster::new(CLUSTER_TESTS);
 
 /// The shared control plane, started (with both CRDs installed) by the first test that needs
 /// it.
 async fn cluster() -> ClusterGuard {
-    static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _starting = START.lock().await;
-    let existing = SHARED.lock().unwrap().cluster.clone();
-    let cluster = match existing {
-        Some(c) => c,
-        None => {
-            let c = Arc::new(start_with_crds().await);
-            SHARED.lock().unwrap().cluster = Some(c.clone());
-            c
-        }
-    };
-    SHARED.lock().unwrap().users += 1;
-    ClusterGuard(Some(cluster))
+    SHARED.get(start_with_crds).await
 }
 
 async fn start_with_crds() -> Cluster {
@@ -121,10 +65,8 @@ async fn start_with_crds() -> Cluster {
 
 #[test]
 fn the_shared_cluster_knows_how_many_tests_use_it() {
-    let source = include_str!("ledger_kube.rs");
-    let marker = concat!("#[tokio", "::test");
     assert_eq!(
-        source.matches(marker).count(),
+        shared_cluster::count_tests(include_str!("ledger_kube.rs")),
         CLUSTER_TESTS,
         "update CLUSTER_TESTS: every tokio test here uses the shared cluster"
     );
