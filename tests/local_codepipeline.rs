@@ -265,3 +265,66 @@ async fn plan_reads_the_state_dir_and_never_writes_it() {
     );
     assert_eq!(retried(&emu), 0, "plan never retries");
 }
+
+/// Bad input a file policy can carry: a role that cannot be assumed is one clear error naming
+/// the policy, the API and the category (and nothing is sent unsigned); an invalid retryMode is
+/// refused naming the field, and the other policy in the file still plans.
+#[tokio::test(flavor = "multi_thread")]
+async fn unassumable_roles_and_invalid_retry_modes_are_reported_clearly() {
+    let (scenario, names) = fleet("badinput", 1, 1);
+    let emu = emulator::start(EmulatorConfig::default(), scenario)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(policy_file(dir.path(), &names, 3)).unwrap();
+    let with_role = good.replace("name: pipelines", "name: with-role").replace(
+        "    pipelines: [",
+        "    roleArn: arn:aws:iam::123456789012:role/not-assumable\n    pipelines: [",
+    );
+    let bad_mode = good.replace("name: pipelines", "name: bad-mode").replace(
+        "    pipelines: [",
+        "    retryMode: SOME_ACTIONS\n    pipelines: [",
+    );
+    let file = support::write(
+        dir.path(),
+        "all.yaml",
+        &format!("{with_role}---\n{bad_mode}---\n{good}"),
+    );
+    let run = support::operator(
+        &[
+            "plan",
+            "-f",
+            file.to_str().unwrap(),
+            "--endpoint-url",
+            &emu.endpoint,
+            "--aws-max-attempts",
+            "1",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let errors = run.error_lines();
+    assert!(
+        errors.iter().any(|l| l.contains("with-role")
+            && l.contains("GetPipelineState")
+            && l.contains("credentials")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("bad-mode") && l.contains("retryMode")),
+        "{errors:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("pipelines: 1 failed stages in 1 pipelines"),
+        "the valid policy still plans: {run:?}"
+    );
+    assert_eq!(
+        emu.stats().calls("codepipeline:GetPipelineState"),
+        1,
+        "only the valid policy's call reached the service"
+    );
+}
