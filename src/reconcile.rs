@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use tracing::{info, warn};
 
 use crate::admin::Health;
 use crate::aws::{AwsSettings, CallCounter};
-use crate::engine::{self, BudgetState, Candidate, Details, Plan, RateBucket};
+use crate::engine::{
+    self, BudgetState, Candidate, Details, Plan, RateBucket, signed_duration as signed,
+};
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, PollSummary};
 use crate::policy::{Policy, PolicyId};
@@ -339,10 +341,6 @@ impl PollReport {
         out.extend(self.actions.iter().filter_map(|a| a.result.as_ref().err()));
         out
     }
-}
-
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 /// Errors that stop a whole poll (the policy is reported Degraded and retried with backoff).

@@ -109,9 +109,13 @@ fn status_selected(policy: &Policy, status: RunStatus) -> bool {
     policy.statuses.contains(&status)
 }
 
+/// `d` as a signed duration, saturating (durations here come from validated policy fields).
+pub fn signed_duration(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
 fn plus(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
+    t.checked_add(signed_duration(d)).unwrap_or(Timestamp::MAX)
 }
 
 /// The rules that need no details, in order. `Ok(())` means "eligible so far".

@@ -115,3 +115,22 @@ pub trait Target: Send + Sync {
         client_token: &str,
     ) -> impl Future<Output = Result<RedriveOutcome, TargetError>> + Send;
 }
+
+/// A policy of another target reached this adapter: a dispatch bug, reported, never acted on.
+pub(crate) fn not_this_target(policy: &Policy) -> TargetError {
+    TargetError::new(
+        "Dispatch",
+        ErrorCategory::Unexpected,
+        format!(
+            "policy {} targets {}, not this adapter",
+            policy.id,
+            policy.kind().as_str()
+        ),
+    )
+}
+
+/// An AWS SDK timestamp as a `jiff` one (out of range: the epoch).
+pub(crate) fn to_timestamp(t: &aws_smithy_types::DateTime) -> Timestamp {
+    Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}

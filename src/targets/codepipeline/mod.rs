@@ -25,12 +25,16 @@ use aws_sdk_codepipeline::types::{
     ActionExecutionStatus, StageExecutionStatus, StageRetryMode, StageState,
 };
 use futures::{StreamExt, stream};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
-use super::stepfunctions::not_this_target;
-use super::{Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
+use super::{
+    Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, not_this_target,
+    to_timestamp,
+};
 use crate::crd::RetryMode;
-use crate::engine::{Candidate, Details, Idempotency, Reason, RunStatus, TargetLimits};
+use crate::engine::{
+    Candidate, Details, Idempotency, Reason, RunStatus, TargetLimits, signed_duration as signed,
+};
 use crate::ledger::{AttemptKey, AttemptRecord, ClaimResult, Ledger, NewClaim, Outcome, Phase};
 use crate::policy::{Policy, TargetKind};
 
@@ -428,12 +432,7 @@ impl CodePipeline {
     ) -> Result<RedriveOutcome, TargetError> {
         let settle = |phase: Phase, code: &str, message: String| {
             let record = &record;
-            let outcome = Outcome {
-                code: Some(code.to_string()),
-                message: Some(message),
-                new_run_id: None,
-                etag: None,
-            };
+            let outcome = outcome(code, &message);
             async move {
                 ledger
                     .settle(record, phase, Some(outcome), Timestamp::now())
@@ -646,10 +645,7 @@ impl Target for CodePipeline {
                 .filter(|s| {
                     s.latest_execution()
                         .is_some_and(|e| *e.status() == StageExecutionStatus::InProgress)
-                        && s.retry_stage_metadata()
-                            .and_then(|m| m.manual_stage_retry_attempt())
-                            .unwrap_or(0)
-                            > 0
+                        && manual_attempts(s) > 0
                 })
                 .count() as u32;
         }
@@ -753,21 +749,12 @@ fn ledger_error(e: crate::ledger::LedgerError) -> TargetError {
     }
 }
 
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
-}
-
 fn stage_status(s: &StageExecutionStatus) -> Option<RunStatus> {
     match s {
         StageExecutionStatus::Failed => Some(RunStatus::Failed),
         StageExecutionStatus::Stopped => Some(RunStatus::Stopped),
         _ => None,
     }
-}
-
-fn to_timestamp(t: &aws_smithy_types::DateTime) -> Timestamp {
-    Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// The candidate for one failed (or stopped) stage. Pure: everything comes from GetPipelineState
@@ -805,17 +792,11 @@ fn candidate(
             .map(str::to_string),
         redrivability: None,
     };
-    let meta = s.retry_stage_metadata();
-    let manual = meta
-        .and_then(|m| m.manual_stage_retry_attempt())
-        .and_then(|n| u32::try_from(n).ok())
+    let manual = manual_attempts(s);
+    let auto = s
+        .retry_stage_metadata()
+        .and_then(|m| m.auto_stage_retry_attempt())
         .unwrap_or(0);
-    let auto = meta.and_then(|m| m.auto_stage_retry_attempt()).unwrap_or(0);
-    let in_progress = actions.iter().any(|a| {
-        a.latest_execution()
-            .and_then(|e| e.status())
-            .is_some_and(|st| *st == ActionExecutionStatus::InProgress)
-    });
     let failed_at = stopped.unwrap_or(now);
     let hold = if status == RunStatus::Failed
         && declaration.auto_retry.iter().any(|n| n == stage)
@@ -827,7 +808,7 @@ fn candidate(
             Reason::AutoRetryPending,
             failed_at + signed(AUTO_RETRY_GRACE),
         ))
-    } else if mode == RetryMode::AllActions && in_progress {
+    } else if mode == RetryMode::AllActions && action_in_progress(s) {
         Some((Reason::TargetBusy, now + signed(policy.poll_interval)))
     } else {
         None
@@ -846,6 +827,23 @@ fn candidate(
     })
 }
 
+/// The stage's `retryStageMetadata.manualStageRetryAttempt` (missing = 0): the attempts count.
+fn manual_attempts(s: &StageState) -> u32 {
+    s.retry_stage_metadata()
+        .and_then(|m| m.manual_stage_retry_attempt())
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// Whether an action of the stage is running (ALL_ACTIONS must not fire then).
+fn action_in_progress(s: &StageState) -> bool {
+    s.action_states().iter().any(|a| {
+        a.latest_execution()
+            .and_then(|e| e.status())
+            .is_some_and(|st| *st == ActionExecutionStatus::InProgress)
+    })
+}
+
 /// Compare the live stage with the failure a claim was made for (pure).
 fn live_of(s: &StageState, execution: &str, observed: u32, mode: RetryMode) -> Live {
     let Some(latest) = s.latest_execution() else {
@@ -854,23 +852,13 @@ fn live_of(s: &StageState, execution: &str, observed: u32, mode: RetryMode) -> L
     if latest.pipeline_execution_id() != execution {
         return Live::Superseded(latest.pipeline_execution_id().to_string());
     }
-    let manual = s
-        .retry_stage_metadata()
-        .and_then(|m| m.manual_stage_retry_attempt())
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0);
-    if manual > observed {
+    if manual_attempts(s) > observed {
         return Live::Retried;
     }
     if stage_status(latest.status()).is_none() {
         return Live::NotActionable(format!("the stage is {}", latest.status().as_str()));
     }
-    let in_progress = s.action_states().iter().any(|a| {
-        a.latest_execution()
-            .and_then(|e| e.status())
-            .is_some_and(|st| *st == ActionExecutionStatus::InProgress)
-    });
-    if mode == RetryMode::AllActions && in_progress {
+    if mode == RetryMode::AllActions && action_in_progress(s) {
         return Live::Busy("an action of the stage is in progress (ALL_ACTIONS)".into());
     }
     Live::Actionable

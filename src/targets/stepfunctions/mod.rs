@@ -22,7 +22,10 @@ use aws_sdk_sfn::types::{
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
+use super::{
+    Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, not_this_target,
+    to_timestamp,
+};
 use crate::engine::{Candidate, Details, Reason, Redrivability, RunStatus, TargetLimits};
 use crate::policy::{AWS_REDRIVE_PERIOD, Policy, TargetKind};
 
@@ -417,19 +420,6 @@ impl Target for StepFunctions {
     }
 }
 
-/// A policy of another target reached this adapter: a dispatch bug, reported, never acted on.
-pub(crate) fn not_this_target(policy: &Policy) -> TargetError {
-    TargetError::new(
-        "Dispatch",
-        ErrorCategory::Unexpected,
-        format!(
-            "policy {} targets {}, not this adapter",
-            policy.id,
-            policy.kind().as_str()
-        ),
-    )
-}
-
 /// `...:execution:stateMachine/mapLabel:name` is a Distributed Map child.
 fn is_map_run_child(execution_arn: &str) -> bool {
     execution_arn
@@ -447,11 +437,6 @@ fn run_status(s: &ExecutionStatus) -> RunStatus {
         ExecutionStatus::Succeeded => RunStatus::Succeeded,
         _ => RunStatus::Other,
     }
-}
-
-fn to_timestamp(t: &aws_smithy_types::DateTime) -> Timestamp {
-    Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 #[cfg(test)]
