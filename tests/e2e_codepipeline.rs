@@ -36,36 +36,38 @@ const ATTEMPT_CRD: &str = concat!(
     "/crds/redriveattempts.redrive.dev.yaml"
 );
 
-/// Tests of this binary (all use the shared control plane; checked below).
-const CLUSTER_TESTS: usize = 5;
+/// Tests of this binary that use the shared control plane (checked below). The outage test
+/// stops its API server, so it has one of its own.
+const CLUSTER_TESTS: usize = 4;
 
 static SHARED: SharedCluster = SharedCluster::new(CLUSTER_TESTS);
 
-/// The control plane shared by every test of this binary, with both CRDs installed.
+/// A control plane with both CRDs installed.
+async fn cluster_with_crds() -> Cluster {
+    let c = cluster::start().await;
+    c.kubectl_ok(["apply", "--server-side", "-f", POLICY_CRD]);
+    c.kubectl_ok(["apply", "--server-side", "-f", ATTEMPT_CRD]);
+    c.kubectl_ok([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/redrivepolicies.redrive.dev",
+        "crd/redriveattempts.redrive.dev",
+    ]);
+    c
+}
+
+/// The control plane shared by the tests of this binary that leave it running.
 async fn cluster() -> ClusterGuard {
-    SHARED
-        .get(|| async {
-            let c = cluster::start().await;
-            c.kubectl_ok(["apply", "--server-side", "-f", POLICY_CRD]);
-            c.kubectl_ok(["apply", "--server-side", "-f", ATTEMPT_CRD]);
-            c.kubectl_ok([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/redrivepolicies.redrive.dev",
-                "crd/redriveattempts.redrive.dev",
-            ]);
-            c
-        })
-        .await
+    SHARED.get(cluster_with_crds).await
 }
 
 #[test]
 fn the_shared_cluster_knows_how_many_tests_use_it() {
     assert_eq!(
         shared_cluster::count_tests(include_str!("e2e_codepipeline.rs")),
-        CLUSTER_TESTS,
-        "update CLUSTER_TESTS: every tokio test here uses the shared cluster"
+        CLUSTER_TESTS + 1,
+        "update CLUSTER_TESTS: every tokio test here but the outage test uses the shared cluster"
     );
 }
 
@@ -442,8 +444,9 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
 /// while attempts are recorded: no attempt redone, nothing lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
-    let guard = cluster().await;
-    let c: &Cluster = &guard;
+    // Its own control plane: stopping a shared API server would disturb the other tests.
+    let own = cluster_with_crds().await;
+    let c: &Cluster = &own;
     let ns = "cp-outage";
     c.kubectl_ok(["create", "namespace", ns]);
     let (scenario, names) = fleet("etl", 6, 2);
