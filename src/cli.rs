@@ -77,9 +77,40 @@ pub struct AwsArgs {
     #[arg(long, env = "REDRIVE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
-    /// How long state machine selector results (ListStateMachines, tags) are reused.
+    /// How long selector results (ListStateMachines, ListPipelines, GET /flows, tags) are reused.
     #[arg(long, env = "REDRIVE_DISCOVERY_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub discovery_ttl: Duration,
+
+    #[command(flatten)]
+    pub adobe: AdobeArgs,
+}
+
+/// Adobe Experience Platform settings (Flow Service policies). Operator-level only: a policy
+/// cannot choose where its bearer token is sent.
+#[derive(Args, Debug, Clone)]
+pub struct AdobeArgs {
+    /// Base URL of the Flow Service API.
+    #[arg(long, env = "REDRIVE_ADOBE_PLATFORM_URL", default_value = crate::targets::flowservice::DEFAULT_PLATFORM_URL)]
+    pub adobe_platform_url: String,
+
+    /// URL of the IMS token endpoint (OAuth server-to-server).
+    #[arg(long, env = "REDRIVE_ADOBE_IMS_URL", default_value = crate::targets::flowservice::DEFAULT_IMS_URL)]
+    pub adobe_ims_url: String,
+
+    /// Spelling of the re-trigger operation: the tutorial's re-trigger, or the OpenAPI spec's
+    /// RE_TRIGGER.
+    #[arg(
+        long,
+        env = "REDRIVE_ADOBE_RETRIGGER_OP",
+        value_enum,
+        default_value = "re-trigger"
+    )]
+    pub adobe_retrigger_op: crate::targets::flowservice::platform::ReTriggerOp,
+
+    /// Local mode: directory of credentials Secrets for flowService policies, one subdirectory
+    /// per Secret name and one file per key (the layout of a Secret mounted as a volume).
+    #[arg(long, env = "REDRIVE_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl AwsArgs {
@@ -92,7 +123,20 @@ impl AwsArgs {
             },
             concurrency: usize::from(self.concurrency),
             discovery_ttl: self.discovery_ttl,
+            adobe: crate::targets::flowservice::AdobeSettings {
+                platform_url: self.adobe.adobe_platform_url.clone(),
+                ims_url: self.adobe.adobe_ims_url.clone(),
+                retrigger_op: self.adobe.adobe_retrigger_op,
+            },
             ..PollSettings::default()
+        }
+    }
+
+    /// Where local mode reads credentials Secrets.
+    pub fn local_secrets(&self) -> crate::targets::flowservice::credentials::SecretStore {
+        match &self.adobe.secrets_dir {
+            Some(dir) => crate::targets::flowservice::credentials::SecretStore::Dir(dir.clone()),
+            None => crate::targets::flowservice::credentials::SecretStore::None,
         }
     }
 }
@@ -152,7 +196,8 @@ pub struct RunArgs {
     pub once: bool,
 
     /// Local mode: directory of the crash-safe attempt ledger, needed by targets without a
-    /// client token (codePipeline). Processes sharing a directory never act on the same attempt.
+    /// client token (codePipeline, flowService). Processes sharing a directory never act on the
+    /// same attempt.
     #[arg(long, env = "REDRIVE_STATE_DIR", requires = "files")]
     pub state_dir: Option<PathBuf>,
 
@@ -319,7 +364,7 @@ impl PollObserver for Collect {
 
 async fn plan(args: PlanArgs) -> ExitCode {
     let (policies, mut failed) = load(&args.files);
-    let mut ctx = Context::new(args.aws.poll_settings());
+    let mut ctx = Context::new(args.aws.poll_settings()).with_secrets(args.aws.local_secrets());
     if let Some(dir) = &args.state_dir {
         match crate::ledger::file::FileLedger::open_read_only(dir) {
             Ok(l) => ctx = ctx.with_ledger(Arc::new(l)),
@@ -425,7 +470,8 @@ async fn run(args: RunArgs) -> ExitCode {
     health.set_ready(true);
     // Local mode always acts: it is its own leader.
     metrics.leader.set(1);
-    let mut ctx = Context::with_observability(args.aws.poll_settings(), metrics, health);
+    let mut ctx = Context::with_observability(args.aws.poll_settings(), metrics, health)
+        .with_secrets(args.aws.local_secrets());
     if let Some(dir) = &args.state_dir {
         match crate::ledger::file::FileLedger::open(dir) {
             Ok(l) => ctx = ctx.with_ledger(Arc::new(l)),
@@ -485,9 +531,13 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
     let mut poll_settings = args.aws.poll_settings();
     poll_settings.holder = format!("{identity}/{}", std::process::id());
     let polls = Arc::new(
-        Context::with_observability(poll_settings, metrics.clone(), health).with_ledger(Arc::new(
-            crate::ledger::kube::KubeLedger::new(client.clone()),
-        )),
+        Context::with_observability(poll_settings, metrics.clone(), health)
+            .with_ledger(Arc::new(crate::ledger::kube::KubeLedger::new(
+                client.clone(),
+            )))
+            .with_secrets(crate::targets::flowservice::credentials::SecretStore::Kube(
+                client.clone(),
+            )),
     );
     let settings = crate::controller::ControllerSettings {
         namespace: c.namespace.clone(),

@@ -48,7 +48,7 @@ macro_rules! cel_seconds {
     status = "RedrivePolicyStatus",
     derive = "PartialEq",
     cel,
-    doc = "RedrivePolicy tells redrive-operator which failed workflow runs (AWS Step Functions executions, AWS CodePipeline stages) to redrive (resume from the point of failure), when, and at what rate.",
+    doc = "RedrivePolicy tells redrive-operator which failed workflow runs (AWS Step Functions executions, AWS CodePipeline stages, Adobe Experience Platform dataflow runs) to redrive (resume from the point of failure), when, and at what rate.",
     printcolumn(name = "Target", type_ = "string", json_path = ".status.target"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(
@@ -88,8 +88,8 @@ macro_rules! cel_seconds {
 // One target per policy (the Kubernetes "one of several sources" convention, like Volume
 // sources): exactly one member is set, and the kind cannot change after creation because the
 // attempt history, status and metrics of a policy belong to one service.
-#[x_kube(validation = Rule::new("[has(self.stepFunctions), has(self.codePipeline)].filter(x, x).size() == 1").message("set exactly one target: spec.stepFunctions or spec.codePipeline"))]
-#[x_kube(validation = Rule::new("has(self.stepFunctions) == has(oldSelf.stepFunctions) && has(self.codePipeline) == has(oldSelf.codePipeline)").message("the target kind (spec.stepFunctions or spec.codePipeline) cannot change after creation: create a new policy"))]
+#[x_kube(validation = Rule::new("[has(self.stepFunctions), has(self.codePipeline), has(self.flowService)].filter(x, x).size() == 1").message("set exactly one target: spec.stepFunctions, spec.codePipeline or spec.flowService"))]
+#[x_kube(validation = Rule::new("has(self.stepFunctions) == has(oldSelf.stepFunctions) && has(self.codePipeline) == has(oldSelf.codePipeline) && has(self.flowService) == has(oldSelf.flowService)").message("the target kind (spec.stepFunctions, spec.codePipeline or spec.flowService) cannot change after creation: create a new policy"))]
 #[x_kube(validation = Rule::new("!has(self.statuses) || has(self.stepFunctions)").message("spec.statuses (deprecated) applies to stepFunctions policies only: use spec.codePipeline.statuses"))]
 #[x_kube(validation = Rule::new("!has(self.statuses) || !has(self.stepFunctions) || !has(self.stepFunctions.statuses)").message("set spec.stepFunctions.statuses or the deprecated spec.statuses, not both"))]
 #[x_kube(validation = Rule::new(concat!("!has(self.stepFunctions) || !has(self.window) || !has(self.window.maxAge) || ", cel_seconds!("self.window.maxAge"), " <= 1209600")).message("window.maxAge must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"))]
@@ -109,6 +109,11 @@ pub struct RedrivePolicySpec {
     /// Target: the CodePipeline pipelines and stages this policy retries (exactly one target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_pipeline: Option<CodePipelineTarget>,
+
+    /// Target: the Adobe Experience Platform dataflows whose failed runs this policy re-triggers
+    /// (exactly one target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_service: Option<FlowServiceTarget>,
 
     /// Deprecated: use stepFunctions.statuses. Execution statuses to redrive (subset of FAILED,
     /// TIMED_OUT, ABORTED); Step Functions policies only.
@@ -236,6 +241,60 @@ pub struct CodePipelineTarget {
     /// first action.
     #[serde(default)]
     pub retry_mode: RetryMode,
+}
+
+/// The Adobe Experience Platform Flow Service side of a policy: failed runs of batch source
+/// dataflows are re-triggered (`POST /runs/{id}/action?op=re-trigger`), which creates a new run.
+/// The Platform and IMS endpoints are operator settings, never policy fields, so a policy cannot
+/// send its token to a host of its choosing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.flows) && size(self.flows) > 0) || has(self.selector)").message("set at least one of flowService.flows or flowService.selector"))]
+pub struct FlowServiceTarget {
+    /// Sandbox of the dataflows (the x-sandbox-name header), e.g. prod.
+    #[serde(default = "default_sandbox")]
+    #[schemars(pattern(limits::SANDBOX_NAME), length(max = 64))]
+    pub sandbox: String,
+
+    /// The Secret, in the policy's own namespace, holding the OAuth server-to-server
+    /// credentials: keys clientId, clientSecret, orgId and optionally scopes (comma-separated).
+    pub credentials_secret_ref: SecretReference,
+
+    /// Dataflow (flow) ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = limits::MAX_WORKFLOWS),
+        inner(pattern(limits::FLOW_ID), length(max = 64))
+    )]
+    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g == f))").message("flowService.flows must not repeat a flow id"))]
+    pub flows: Vec<String>,
+
+    /// Select dataflows by name (costs GET /flows calls, cached between polls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<FlowSelector>,
+
+    /// Also re-trigger runs that succeeded but ingested zero records (the second case Adobe
+    /// documents as re-triggerable). Off by default: an empty source is often legitimate.
+    #[serde(default)]
+    pub include_empty_success: bool,
+}
+
+/// A reference to a Secret in the policy's namespace (there is deliberately no namespace field).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(pattern(limits::OBJECT_NAME), length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Selects dataflows by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowSelector {
+    /// Regular expression (RE2 syntax) matched against the dataflow name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name_regex: String,
 }
 
 /// Selects pipelines by name and tags; both must match when both are set.
@@ -455,11 +514,11 @@ pub struct RedrivePolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_poll: Option<String>,
 
-    /// The target kind: stepfunctions or codepipeline.
+    /// The target kind: stepfunctions, codepipeline or flowservice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 
-    /// Number of workflows (state machines, pipelines) the policy resolved to at the last poll.
+    /// Number of workflows (state machines, pipelines, dataflows) the policy resolved to at the last poll.
     #[serde(default)]
     pub workflows: u32,
 
@@ -514,10 +573,11 @@ pub struct StatusCounts {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentRedrive {
-    /// The run acted on (Step Functions: execution ARN; CodePipeline: pipeline/stage/executionId).
+    /// The run acted on (Step Functions: execution ARN; CodePipeline: pipeline/stage/executionId;
+    /// Flow Service: the failed run re-triggered).
     pub run: String,
     /// Attempts observed before this one (Step Functions: redriveCount; CodePipeline:
-    /// manualStageRetryAttempt), from 0.
+    /// manualStageRetryAttempt; Flow Service: earlier re-triggers in the run's lineage), from 0.
     pub attempts: u32,
     /// Deprecated alias of run, written for Step Functions policies only (operators before
     /// 0.2 require it: a rolling upgrade runs both versions on the same objects).
@@ -540,6 +600,9 @@ fn default_max_redrives() -> u32 {
 }
 fn default_poll_interval() -> String {
     "1m".into()
+}
+fn default_sandbox() -> String {
+    "prod".into()
 }
 fn default_max_run_time() -> String {
     "1d".into()

@@ -198,6 +198,12 @@ fn entry_json(target: TargetKind, e: &PlanEntry) -> Value {
                 "manualStageRetryAttempt": c.attempts,
             })
         }
+        TargetKind::FlowService => json!({
+            "runId": c.id,
+            "flowId": c.workflow,
+            "rootRunId": c.root.as_deref().unwrap_or(&c.id),
+            "reTriggers": c.attempts,
+        }),
     };
     if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
         obj.extend(more);

@@ -12,8 +12,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::{Regex, RegexBuilder};
 
 use crate::crd::{
-    CodePipelineTarget, DEFAULT_SFN_STATUSES, FailureStatus, RedrivePolicy, RedrivePolicySpec,
-    RetryMode, StageStatus, StepFunctionsTarget,
+    CodePipelineTarget, DEFAULT_SFN_STATUSES, FailureStatus, FlowServiceTarget, RedrivePolicy,
+    RedrivePolicySpec, RetryMode, StageStatus, StepFunctionsTarget,
 };
 use crate::engine::RunStatus;
 
@@ -29,8 +29,13 @@ pub const AWS_REDRIVE_PERIOD: Duration = Duration::from_secs(14 * 86_400);
 pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
 
 use crate::api::limits::{
-    MAX_GLOBS, MAX_SELECTOR_TAGS, MAX_WORKFLOWS, PIPELINE_NAME, REGION, ROLE_ARN, STATE_MACHINE_ARN,
+    FLOW_ID, MAX_GLOBS, MAX_SELECTOR_TAGS, MAX_WORKFLOWS, OBJECT_NAME, PIPELINE_NAME, REGION,
+    ROLE_ARN, SANDBOX_NAME, STATE_MACHINE_ARN,
 };
+
+/// Default `window.maxAge` of Flow Service policies: re-ingesting data weeks old is rarely
+/// wanted, so the default is as short as Step Functions' redrive period (the maximum is 365d).
+pub const FLOW_SERVICE_DEFAULT_WINDOW: Duration = Duration::from_secs(14 * 86_400);
 
 /// Namespace and name of a policy (the namespace is empty for files in local mode).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,16 +106,22 @@ impl Selector {
 pub enum TargetKind {
     StepFunctions,
     CodePipeline,
+    FlowService,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 2] = [TargetKind::StepFunctions, TargetKind::CodePipeline];
+    pub const ALL: [TargetKind; 3] = [
+        TargetKind::StepFunctions,
+        TargetKind::CodePipeline,
+        TargetKind::FlowService,
+    ];
 
     /// What one workflow is called in messages.
     pub fn workflow_noun(self) -> &'static str {
         match self {
             TargetKind::StepFunctions => "state machine",
             TargetKind::CodePipeline => "pipeline",
+            TargetKind::FlowService => "dataflow",
         }
     }
 
@@ -119,6 +130,7 @@ impl TargetKind {
         match self {
             TargetKind::StepFunctions => "executions",
             TargetKind::CodePipeline => "failed stages",
+            TargetKind::FlowService => "dataflow runs",
         }
     }
 
@@ -127,6 +139,7 @@ impl TargetKind {
         match self {
             TargetKind::StepFunctions => "stepfunctions",
             TargetKind::CodePipeline => "codepipeline",
+            TargetKind::FlowService => "flowservice",
         }
     }
 }
@@ -160,11 +173,24 @@ impl CodePipelineSpec {
     }
 }
 
+/// The Flow Service member, validated.
+#[derive(Clone, Debug)]
+pub struct FlowServiceSpec {
+    pub sandbox: String,
+    /// Name of the credentials Secret in the policy's namespace.
+    pub credentials_secret: String,
+    pub flows: Vec<String>,
+    /// Compiled `selector.nameRegex`.
+    pub selector: Option<Regex>,
+    pub include_empty_success: bool,
+}
+
 /// Exactly one target per policy.
 #[derive(Clone, Debug)]
 pub enum TargetSpec {
     StepFunctions(StepFunctionsSpec),
     CodePipeline(CodePipelineSpec),
+    FlowService(FlowServiceSpec),
 }
 
 /// Everything the engine and targets need from a policy, validated.
@@ -204,56 +230,64 @@ impl Policy {
 
     /// Validate a spec. Errors name the first offending field.
     pub fn from_spec(id: PolicyId, spec: &RedrivePolicySpec) -> Result<Self, SpecError> {
-        let (target, statuses) = match (&spec.step_functions, &spec.code_pipeline) {
-            (Some(sf), None) => {
-                let member = step_functions(sf)?;
-                if spec.statuses.is_some() && sf.statuses.is_some() {
-                    return Err(SpecError::new(
-                        "spec.statuses",
-                        "set spec.stepFunctions.statuses or the deprecated spec.statuses, not both",
-                    ));
-                }
-                let (field, listed) = match (&sf.statuses, &spec.statuses) {
-                    (Some(s), _) => ("spec.stepFunctions.statuses", s.as_slice()),
-                    (None, Some(s)) => ("spec.statuses", s.as_slice()),
-                    (None, None) => ("spec.stepFunctions.statuses", &DEFAULT_SFN_STATUSES[..]),
-                };
-                let statuses = distinct(field, listed, 3, "FAILED, TIMED_OUT, ABORTED")?;
-                let statuses = statuses.into_iter().map(sfn_run_status).collect();
-                (TargetSpec::StepFunctions(member), statuses)
-            }
-            (None, Some(cp)) => {
-                let member = code_pipeline(cp)?;
-                if spec.statuses.is_some() {
-                    return Err(SpecError::new(
-                        "spec.statuses",
-                        "applies to stepFunctions policies only (deprecated): use spec.codePipeline.statuses",
-                    ));
-                }
-                let listed = cp.statuses.as_deref().unwrap_or(&[StageStatus::Failed]);
-                let statuses =
-                    distinct("spec.codePipeline.statuses", listed, 2, "Failed, Stopped")?;
-                let statuses = statuses
-                    .into_iter()
-                    .map(|s| match s {
-                        StageStatus::Failed => RunStatus::Failed,
-                        StageStatus::Stopped => RunStatus::Stopped,
-                    })
-                    .collect();
-                (TargetSpec::CodePipeline(member), statuses)
-            }
-            (None, None) => {
+        let targets = [
+            spec.step_functions.is_some(),
+            spec.code_pipeline.is_some(),
+            spec.flow_service.is_some(),
+        ];
+        if targets.iter().filter(|set| **set).count() != 1 {
+            return Err(SpecError::new(
+                "spec",
+                "set exactly one target: spec.stepFunctions, spec.codePipeline or spec.flowService",
+            ));
+        }
+        if spec.statuses.is_some() && spec.step_functions.is_none() {
+            return Err(SpecError::new(
+                "spec.statuses",
+                "applies to stepFunctions policies only (deprecated): use spec.codePipeline.statuses",
+            ));
+        }
+        let (target, statuses) = if let Some(sf) = &spec.step_functions {
+            let member = step_functions(sf)?;
+            if spec.statuses.is_some() && sf.statuses.is_some() {
                 return Err(SpecError::new(
-                    "spec",
-                    "set exactly one target: spec.stepFunctions or spec.codePipeline",
+                    "spec.statuses",
+                    "set spec.stepFunctions.statuses or the deprecated spec.statuses, not both",
                 ));
             }
-            (Some(_), Some(_)) => {
-                return Err(SpecError::new(
-                    "spec.codePipeline",
-                    "set exactly one target: spec.stepFunctions or spec.codePipeline, not both",
-                ));
+            let (field, listed) = match (&sf.statuses, &spec.statuses) {
+                (Some(s), _) => ("spec.stepFunctions.statuses", s.as_slice()),
+                (None, Some(s)) => ("spec.statuses", s.as_slice()),
+                (None, None) => ("spec.stepFunctions.statuses", &DEFAULT_SFN_STATUSES[..]),
+            };
+            let statuses = distinct(field, listed, 3, "FAILED, TIMED_OUT, ABORTED")?;
+            let statuses = statuses.into_iter().map(sfn_run_status).collect();
+            (TargetSpec::StepFunctions(member), statuses)
+        } else if let Some(cp) = &spec.code_pipeline {
+            let member = code_pipeline(cp)?;
+            let listed = cp.statuses.as_deref().unwrap_or(&[StageStatus::Failed]);
+            let statuses = distinct("spec.codePipeline.statuses", listed, 2, "Failed, Stopped")?;
+            let statuses = statuses
+                .into_iter()
+                .map(|s| match s {
+                    StageStatus::Failed => RunStatus::Failed,
+                    StageStatus::Stopped => RunStatus::Stopped,
+                })
+                .collect();
+            (TargetSpec::CodePipeline(member), statuses)
+        } else {
+            let fs = spec
+                .flow_service
+                .as_ref()
+                .expect("exactly one target is set");
+            let member = flow_service(fs)?;
+            // A zero-record success is a candidate with status Succeeded; listing only returns
+            // it when includeEmptySuccess is on.
+            let mut statuses = vec![RunStatus::Failed];
+            if member.include_empty_success {
+                statuses.push(RunStatus::Succeeded);
             }
+            (TargetSpec::FlowService(member), statuses)
         };
 
         let errors = match &spec.errors {
@@ -284,7 +318,7 @@ impl Policy {
             .as_deref()
             .map(|d| parse_duration("spec.window.maxAge", d))
             .transpose()?
-            .unwrap_or(target.max_window());
+            .unwrap_or(target.default_window());
         if max_age > target.max_window() {
             return Err(SpecError::new(
                 "spec.window.maxAge",
@@ -292,7 +326,9 @@ impl Policy {
                     TargetSpec::StepFunctions(_) => {
                         "must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"
                     }
-                    TargetSpec::CodePipeline(_) => "must be at most 365d",
+                    TargetSpec::CodePipeline(_) | TargetSpec::FlowService(_) => {
+                        "must be at most 365d"
+                    }
                 },
             ));
         }
@@ -388,11 +424,12 @@ impl Policy {
         self.target.kind()
     }
 
-    /// AWS region of the target.
-    pub fn region(&self) -> &str {
+    /// AWS region of the target (`None` for services outside AWS).
+    pub fn region(&self) -> Option<&str> {
         match &self.target {
-            TargetSpec::StepFunctions(t) => &t.region,
-            TargetSpec::CodePipeline(t) => &t.region,
+            TargetSpec::StepFunctions(t) => Some(&t.region),
+            TargetSpec::CodePipeline(t) => Some(&t.region),
+            TargetSpec::FlowService(_) => None,
         }
     }
 
@@ -401,6 +438,18 @@ impl Policy {
         match &self.target {
             TargetSpec::StepFunctions(t) => t.role_arn.as_deref(),
             TargetSpec::CodePipeline(t) => t.role_arn.as_deref(),
+            TargetSpec::FlowService(_) => None,
+        }
+    }
+
+    /// What the policy's client depends on besides its namespace: (region, role ARN) for AWS,
+    /// (sandbox, credentials Secret) for Flow Service. Policies with the same scope share one
+    /// client (rate limiting, caches, token).
+    pub fn client_scope(&self) -> (&str, Option<&str>) {
+        match &self.target {
+            TargetSpec::StepFunctions(t) => (&t.region, t.role_arn.as_deref()),
+            TargetSpec::CodePipeline(t) => (&t.region, t.role_arn.as_deref()),
+            TargetSpec::FlowService(t) => (&t.sandbox, Some(&t.credentials_secret)),
         }
     }
 
@@ -417,6 +466,13 @@ impl Policy {
             _ => None,
         }
     }
+
+    pub fn flow_service(&self) -> Option<&FlowServiceSpec> {
+        match &self.target {
+            TargetSpec::FlowService(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 impl TargetSpec {
@@ -424,14 +480,23 @@ impl TargetSpec {
         match self {
             TargetSpec::StepFunctions(_) => TargetKind::StepFunctions,
             TargetSpec::CodePipeline(_) => TargetKind::CodePipeline,
+            TargetSpec::FlowService(_) => TargetKind::FlowService,
         }
     }
 
-    /// Default and maximum `window.maxAge`.
+    /// Maximum `window.maxAge`.
     pub fn max_window(&self) -> Duration {
         match self {
             TargetSpec::StepFunctions(_) => AWS_REDRIVE_PERIOD,
-            TargetSpec::CodePipeline(_) => MAX_WINDOW,
+            TargetSpec::CodePipeline(_) | TargetSpec::FlowService(_) => MAX_WINDOW,
+        }
+    }
+
+    /// `window.maxAge` when the policy sets none.
+    pub fn default_window(&self) -> Duration {
+        match self {
+            TargetSpec::FlowService(_) => FLOW_SERVICE_DEFAULT_WINDOW,
+            _ => self.max_window(),
         }
     }
 }
@@ -598,6 +663,62 @@ fn code_pipeline(cp: &CodePipelineTarget) -> Result<CodePipelineSpec, SpecError>
     })
 }
 
+fn flow_service(fs: &FlowServiceTarget) -> Result<FlowServiceSpec, SpecError> {
+    check_pattern(
+        "spec.flowService.sandbox",
+        &fs.sandbox,
+        SANDBOX_NAME,
+        "a sandbox name in lowercase (e.g. prod)",
+    )?;
+    check_pattern(
+        "spec.flowService.credentialsSecretRef.name",
+        &fs.credentials_secret_ref.name,
+        OBJECT_NAME,
+        "a Secret name in the policy's namespace",
+    )?;
+    if fs.credentials_secret_ref.name.len() > 253 {
+        return Err(SpecError::new(
+            "spec.flowService.credentialsSecretRef.name",
+            "at most 253 characters",
+        ));
+    }
+    if fs.flows.len() > MAX_WORKFLOWS {
+        return Err(SpecError::new("spec.flowService.flows", "at most 100 ids"));
+    }
+    for (i, id) in fs.flows.iter().enumerate() {
+        check_pattern(
+            &format!("spec.flowService.flows[{i}]"),
+            id,
+            FLOW_ID,
+            "a dataflow id (1 to 64 of A-Z a-z 0-9 - _)",
+        )?;
+        if fs.flows[..i].contains(id) {
+            return Err(SpecError::new(
+                format!("spec.flowService.flows[{i}]"),
+                "must not repeat a flow id",
+            ));
+        }
+    }
+    let selector = fs
+        .selector
+        .as_ref()
+        .map(|s| compile_regex("spec.flowService.selector.nameRegex", &s.name_regex, 256))
+        .transpose()?;
+    if fs.flows.is_empty() && selector.is_none() {
+        return Err(SpecError::new(
+            "spec.flowService",
+            "set at least one of flowService.flows or flowService.selector",
+        ));
+    }
+    Ok(FlowServiceSpec {
+        sandbox: fs.sandbox.clone(),
+        credentials_secret: fs.credentials_secret_ref.name.clone(),
+        flows: fs.flows.clone(),
+        selector,
+        include_empty_success: fs.include_empty_success,
+    })
+}
+
 /// Parse a duration in the CRD's format: one whole number and one unit of s, m, h or d.
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
     let bad = || {
@@ -628,10 +749,18 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
 /// The constant patterns, compiled once.
 static PATTERNS: std::sync::LazyLock<std::collections::HashMap<&'static str, Regex>> =
     std::sync::LazyLock::new(|| {
-        [STATE_MACHINE_ARN, ROLE_ARN, REGION, PIPELINE_NAME]
-            .into_iter()
-            .map(|p| (p, Regex::new(p).expect("constant pattern compiles")))
-            .collect()
+        [
+            STATE_MACHINE_ARN,
+            ROLE_ARN,
+            REGION,
+            PIPELINE_NAME,
+            FLOW_ID,
+            SANDBOX_NAME,
+            OBJECT_NAME,
+        ]
+        .into_iter()
+        .map(|p| (p, Regex::new(p).expect("constant pattern compiles")))
+        .collect()
     });
 
 fn check_pattern(

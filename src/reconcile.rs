@@ -19,6 +19,7 @@ use crate::engine::{
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, PollSummary};
 use crate::policy::{Policy, PolicyId};
+use crate::targets::flowservice::credentials::SecretStore;
 use crate::targets::registry::{AnyTarget, RegistrySettings, TargetRegistry};
 use crate::targets::stepfunctions::StepFunctions;
 use crate::targets::{ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue};
@@ -36,6 +37,8 @@ pub struct PollSettings {
     pub discovery_ttl: Duration,
     /// This replica's identity in attempt-ledger claims.
     pub holder: String,
+    /// Adobe endpoints (Flow Service).
+    pub adobe: crate::targets::flowservice::AdobeSettings,
 }
 
 impl Default for PollSettings {
@@ -45,6 +48,7 @@ impl Default for PollSettings {
             concurrency: 16,
             discovery_ttl: Duration::from_secs(300),
             holder: crate::targets::registry::default_holder(),
+            adobe: Default::default(),
         }
     }
 }
@@ -58,6 +62,7 @@ pub struct Context {
     pub health: Arc<Health>,
     registry: TargetRegistry,
     ledger: Option<Arc<dyn Ledger>>,
+    secrets: SecretStore,
     /// When each ledger namespace was last pruned.
     pruned: Mutex<HashMap<String, std::time::Instant>>,
 }
@@ -81,7 +86,10 @@ impl Context {
         health: Arc<Health>,
     ) -> Self {
         let calls = CallCounter::with_metrics(metrics.clone());
-        let registry = TargetRegistry::new(registry_settings(&settings, None), calls.clone());
+        let registry = TargetRegistry::new(
+            registry_settings(&settings, None, SecretStore::None),
+            calls.clone(),
+        );
         Self {
             settings,
             calls,
@@ -89,18 +97,30 @@ impl Context {
             health,
             registry,
             ledger: None,
+            secrets: SecretStore::None,
             pruned: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Use `ledger` for targets without a service token (CodePipeline). Without one they refuse
-    /// to act.
+    /// Use `ledger` for targets without a service token (CodePipeline, Flow Service). Without
+    /// one they refuse to act.
     pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self.rebuild_registry()
+    }
+
+    /// Read Flow Service credentials Secrets from `secrets`. Without a store those policies
+    /// report a Credentials error.
+    pub fn with_secrets(mut self, secrets: SecretStore) -> Self {
+        self.secrets = secrets;
+        self.rebuild_registry()
+    }
+
+    fn rebuild_registry(mut self) -> Self {
         self.registry = TargetRegistry::new(
-            registry_settings(&self.settings, Some(ledger.clone())),
+            registry_settings(&self.settings, self.ledger.clone(), self.secrets.clone()),
             self.calls.clone(),
         );
-        self.ledger = Some(ledger);
         self
     }
 
@@ -168,7 +188,7 @@ impl Context {
     pub async fn stepfunctions(&self, policy: &Policy) -> Arc<StepFunctions> {
         match self.target(policy).await {
             AnyTarget::StepFunctions(t) => t,
-            AnyTarget::CodePipeline(_) => {
+            AnyTarget::CodePipeline(_) | AnyTarget::FlowService(_) => {
                 panic!("policy {} is not a stepFunctions policy", policy.id)
             }
         }
@@ -191,16 +211,29 @@ impl Context {
                 }
                 report
             }
+            AnyTarget::FlowService(t) => {
+                let report = poll(t.as_ref(), policy, state, concurrency, now).await;
+                if report.is_ok() {
+                    self.prune_ledger(policy).await;
+                }
+                report
+            }
         }
     }
 }
 
-fn registry_settings(settings: &PollSettings, ledger: Option<Arc<dyn Ledger>>) -> RegistrySettings {
+fn registry_settings(
+    settings: &PollSettings,
+    ledger: Option<Arc<dyn Ledger>>,
+    secrets: SecretStore,
+) -> RegistrySettings {
     RegistrySettings {
         aws: settings.aws.clone(),
         discovery_ttl: settings.discovery_ttl,
         holder: settings.holder.clone(),
         ledger,
+        adobe: settings.adobe.clone(),
+        secrets,
     }
 }
 

@@ -349,6 +349,7 @@ fn build(raw: &Raw, now: Timestamp) -> Candidate {
         attempts: raw.redrive_count,
         last_attempt: None,
         hold: None,
+        root: None,
         redriven_by_parent: raw.redriven_by_parent,
         details: raw.details.clone(),
     }

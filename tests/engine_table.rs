@@ -85,6 +85,7 @@ fn candidate() -> Candidate {
         attempts: 0,
         last_attempt: None,
         hold: None,
+        root: None,
         redriven_by_parent: false,
         details: None,
     }

@@ -323,6 +323,7 @@ fn candidates(now: Timestamp) -> Vec<Candidate> {
         attempts: count,
         last_attempt: None,
         hold: None,
+        root: None,
         redriven_by_parent: false,
         details: Some(Details {
             error: Some(error.to_string()),

@@ -558,6 +558,7 @@ impl Churn {
                 attempts: u32::try_from(((p * 2 + WINDOW - i) / 10).min(3)).unwrap_or(3),
                 last_attempt: None,
                 hold: None,
+                root: None,
                 redriven_by_parent: false,
                 details: None,
             })

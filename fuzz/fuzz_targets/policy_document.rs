@@ -66,6 +66,7 @@ fn exercise(policy: &Policy) {
         attempts: count,
         last_attempt: None,
         hold: None,
+        root: None,
         redriven_by_parent: false,
         details: Some(Details {
             error: Some(error.to_string()),

@@ -15,6 +15,14 @@ pub const STATE_MACHINE_ARN: &str = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{12
 /// A CodePipeline pipeline name (api-facts §2.2).
 pub const PIPELINE_NAME: &str = r"^[A-Za-z0-9.@\-_]{1,100}$";
 
+/// An Adobe Experience Platform dataflow (flow) id: a UUID in practice; kept to the characters
+/// that are safe inside a `property=flowId==...` query value (no `,`, `&`, `=`, spaces).
+pub const FLOW_ID: &str = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
+/// An Adobe Experience Platform sandbox name (all lowercase, as the `x-sandbox-name` header wants).
+pub const SANDBOX_NAME: &str = r"^[a-z0-9][a-z0-9-]{0,63}$";
+/// A Kubernetes object name (DNS-1123 subdomain), for Secret references.
+pub const OBJECT_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// Explicit workflows (state machine ARNs, pipeline names) per policy.
 pub const MAX_WORKFLOWS: usize = 100;
 /// Tags a selector may require.

@@ -36,6 +36,9 @@ pub enum Redrivability {
     Redrivable,
     NotRedrivable(String),
     ByMapRun,
+    /// A newer run of the workflow made this one moot (Flow Service: a later run of the
+    /// dataflow succeeded); the text says which.
+    Superseded(String),
 }
 
 /// Details that cost an extra call to obtain (Step Functions: DescribeExecution).
@@ -79,4 +82,8 @@ pub struct Candidate {
     /// due), until the given time.
     pub hold: Option<(super::Reason, Timestamp)>,
     pub details: Option<Details>,
+    /// The original failure of the run's lineage, when acting creates a new run each time
+    /// (Flow Service: the failed run that the first re-trigger acted on). `None`: the run is its
+    /// own root (services that resume a run in place).
+    pub root: Option<String>,
 }

@@ -156,6 +156,7 @@ fn list_level(
     match c.details.as_ref().and_then(|d| d.redrivability.as_ref()) {
         Some(Redrivability::NotRedrivable(why)) => return skip(Reason::NotRedrivable(why.clone())),
         Some(Redrivability::ByMapRun) => return skip(Reason::RedrivableByMapRun),
+        Some(Redrivability::Superseded(_)) => return skip(Reason::Superseded),
         _ => {}
     }
     if plus(stopped, policy.max_age) <= now {

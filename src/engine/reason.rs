@@ -51,6 +51,8 @@ pub enum Reason {
     /// The service's own automatic retry (CodePipeline `onFailure: RETRY`) has not happened
     /// yet: acting now would race it.
     AutoRetryPending,
+    /// A streaming dataflow (Flow Service): only runs of batch sources can be re-triggered.
+    StreamingSource,
 }
 
 impl Reason {
@@ -77,12 +79,13 @@ impl Reason {
             Reason::Superseded => "Superseded",
             Reason::TargetBusy => "TargetBusy",
             Reason::AutoRetryPending => "AutoRetryPending",
+            Reason::StreamingSource => "StreamingSource",
         }
     }
 
     /// Every reason code, for metrics (series exist from the start) and documentation. The match
     /// in [`Reason::example`] makes the compiler reject a new variant missing from this list.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Suspended,
         Reason::DryRun,
         Reason::StatusNotSelected,
@@ -103,6 +106,7 @@ impl Reason {
         Reason::Superseded,
         Reason::TargetBusy,
         Reason::AutoRetryPending,
+        Reason::StreamingSource,
     ];
 
     /// Position in [`Reason::ALL`]; exhaustive, so adding a variant without listing it fails to
@@ -129,12 +133,13 @@ impl Reason {
             Reason::Superseded => 17,
             Reason::TargetBusy => 18,
             Reason::AutoRetryPending => 19,
+            Reason::StreamingSource => 20,
         }
     }
 
     /// Every stable code, in [`Reason::ALL`] order.
     pub fn all_codes() -> impl Iterator<Item = &'static str> {
-        const ALL: [Reason; 20] = Reason::ALL;
+        const ALL: [Reason; 21] = Reason::ALL;
         static CODES: std::sync::LazyLock<Vec<&'static str>> =
             std::sync::LazyLock::new(|| ALL.iter().map(Reason::code).collect());
         CODES.iter().copied()

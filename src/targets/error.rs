@@ -208,7 +208,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Keep messages one line and bounded: they end up in status conditions and events.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > 300 {
         let mut t: String = one_line.chars().take(300).collect();

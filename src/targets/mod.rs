@@ -6,6 +6,7 @@
 
 pub mod codepipeline;
 pub mod error;
+pub mod flowservice;
 pub mod registry;
 pub mod stepfunctions;
 
@@ -127,6 +128,26 @@ pub(crate) fn not_this_target(policy: &Policy) -> TargetError {
             policy.kind().as_str()
         ),
     )
+}
+
+/// A ledger failure as the target error of the call it interrupted.
+pub(crate) fn ledger_error(e: crate::ledger::LedgerError) -> TargetError {
+    TargetError {
+        api: "AttemptLedger",
+        category: e.category(),
+        code: Some(e.code().to_string()),
+        message: e.to_string(),
+    }
+}
+
+/// A ledger outcome with a code and a message.
+pub(crate) fn outcome(code: &str, message: &str) -> crate::ledger::Outcome {
+    crate::ledger::Outcome {
+        code: Some(code.to_string()),
+        message: Some(message.to_string()),
+        new_run_id: None,
+        etag: None,
+    }
 }
 
 /// An AWS SDK timestamp as a `jiff` one (out of range: the epoch).

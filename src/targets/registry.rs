@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::codepipeline::{CodePipeline, CodePipelineSettings};
+use super::flowservice::credentials::SecretStore;
+use super::flowservice::http::Http;
+use super::flowservice::platform::Platform;
+use super::flowservice::{AdobeSettings, FlowService, FlowServiceSettings};
 use super::stepfunctions::StepFunctions;
 use crate::aws::{AwsSettings, CallCounter, codepipeline_client, sdk_config, sfn_client};
 use crate::ledger::Ledger;
@@ -25,9 +29,11 @@ pub const IDLE_EVICTION: Duration = Duration::from_secs(3600);
 pub enum AnyTarget {
     StepFunctions(Arc<StepFunctions>),
     CodePipeline(Arc<CodePipeline>),
+    FlowService(Arc<FlowService>),
 }
 
-/// (service, region, role ARN, namespace): what a set of credentials and a ledger scope depend on.
+/// (service, region or sandbox, role ARN or credentials Secret, namespace): what a set of
+/// credentials and a ledger scope depend on.
 type Key = (TargetKind, String, Option<String>, String);
 
 struct Entry {
@@ -46,6 +52,10 @@ pub struct RegistrySettings {
     /// The attempt ledger for targets without a service token (`None`: those targets refuse to
     /// act, e.g. local mode without `--state-dir`).
     pub ledger: Option<Arc<dyn Ledger>>,
+    /// Adobe endpoints and spelling (Flow Service).
+    pub adobe: AdobeSettings,
+    /// Where Flow Service credentials Secrets are read.
+    pub secrets: SecretStore,
 }
 
 /// The clients, by key.
@@ -76,10 +86,11 @@ impl TargetRegistry {
     /// The target for a policy: its service and region, assuming its role (ExternalId = the
     /// policy's namespace) when it names one.
     pub async fn target(&self, policy: &Policy) -> AnyTarget {
+        let (scope, credentials) = policy.client_scope();
         let key: Key = (
             policy.kind(),
-            policy.region().to_string(),
-            policy.role_arn().map(str::to_string),
+            scope.to_string(),
+            credentials.map(str::to_string),
             policy.id.namespace.clone(),
         );
         let keep_for = IDLE_EVICTION.max(policy.poll_interval * 2);
@@ -104,7 +115,9 @@ impl TargetRegistry {
     }
 
     async fn build(&self, policy: &Policy) -> AnyTarget {
-        let region = policy.region();
+        let Some(region) = policy.region() else {
+            return self.build_flowservice(policy);
+        };
         let base = sdk_config(&self.settings.aws, region).await;
         let config = match policy.role_arn() {
             None => base,
@@ -142,7 +155,35 @@ impl TargetRegistry {
                     operation_timeout: self.settings.aws.operation_timeout,
                 },
             ))),
+            TargetKind::FlowService => self.build_flowservice(policy),
         }
+    }
+
+    fn build_flowservice(&self, policy: &Policy) -> AnyTarget {
+        let (sandbox, secret) = policy.client_scope();
+        // One HTTP client per adapter: a 429's Retry-After is honoured per credentials.
+        let http = Http::new(self.settings.aws.operation_timeout, self.calls.clone());
+        let platform = Platform::new(
+            http,
+            &self.settings.adobe.platform_url,
+            &self.settings.adobe.ims_url,
+            self.settings.adobe.retrigger_op,
+            self.settings.aws.max_attempts,
+        );
+        AnyTarget::FlowService(Arc::new(FlowService::new(
+            Arc::new(platform),
+            self.settings.secrets.clone(),
+            FlowServiceSettings {
+                discovery_ttl: self.settings.discovery_ttl,
+                namespace: external_id(&policy.id),
+                secret_namespace: policy.id.namespace.clone(),
+                secret_name: secret.unwrap_or_default().to_string(),
+                sandbox: sandbox.to_string(),
+                holder: self.settings.holder.clone(),
+                ledger: self.settings.ledger.clone(),
+                operation_timeout: self.settings.aws.operation_timeout,
+            },
+        )))
     }
 }
 

@@ -28,14 +28,14 @@ use futures::{StreamExt, stream};
 use jiff::Timestamp;
 
 use super::{
-    Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, not_this_target,
-    to_timestamp,
+    Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, ledger_error,
+    not_this_target, outcome, to_timestamp,
 };
 use crate::crd::RetryMode;
 use crate::engine::{
     Candidate, Details, Idempotency, Reason, RunStatus, TargetLimits, signed_duration as signed,
 };
-use crate::ledger::{AttemptKey, AttemptRecord, ClaimResult, Ledger, NewClaim, Outcome, Phase};
+use crate::ledger::{AttemptKey, AttemptRecord, ClaimResult, Ledger, NewClaim, Phase};
 use crate::policy::{Policy, TargetKind};
 
 /// Pipelines read at once within one policy.
@@ -731,24 +731,6 @@ fn code_or(e: &TargetError) -> &str {
     e.code.as_deref().unwrap_or(e.category.as_str())
 }
 
-fn outcome(code: &str, message: &str) -> Outcome {
-    Outcome {
-        code: Some(code.to_string()),
-        message: Some(message.to_string()),
-        new_run_id: None,
-        etag: None,
-    }
-}
-
-fn ledger_error(e: crate::ledger::LedgerError) -> TargetError {
-    TargetError {
-        api: "AttemptLedger",
-        category: e.category(),
-        code: Some(e.code().to_string()),
-        message: e.to_string(),
-    }
-}
-
 fn stage_status(s: &StageExecutionStatus) -> Option<RunStatus> {
     match s {
         StageExecutionStatus::Failed => Some(RunStatus::Failed),
@@ -823,6 +805,7 @@ fn candidate(
         last_attempt: None,
         redriven_by_parent: false,
         hold,
+        root: None,
         details: Some(details),
     })
 }

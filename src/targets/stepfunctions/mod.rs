@@ -251,6 +251,7 @@ impl StepFunctions {
                     redriven_by_parent: item.map_run_arn().is_some()
                         || is_map_run_child(item.execution_arn()),
                     hold: None,
+                    root: None,
                     details: None,
                 });
             }
