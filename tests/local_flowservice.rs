@@ -180,3 +180,85 @@ async fn two_processes_token_expiry_and_429_storms() {
     a.kill9();
     b.kill9();
 }
+
+/// A crash between the re-trigger and its record: a claim is left in Intent and the run it
+/// created exists, unowned. After the claim's deadline the operator adopts that run into the
+/// lineage (never re-triggers the root again) and goes on from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_left_after_acting_is_resolved_by_adopting_its_run() {
+    use redrive_operator::aws::CallCounter;
+    use redrive_operator::ledger::{AttemptKey, FileLedger, Ledger, NewClaim, Phase};
+    use redrive_operator::targets::flowservice::credentials::Credentials;
+    use redrive_operator::targets::flowservice::http::Http;
+    use redrive_operator::targets::flowservice::platform::{
+        Platform, ReTriggerOp, ReTriggerResult,
+    };
+    let (scenario, flows) = fleet("adopt", 1, 2);
+    let emu = emulator::start(EmulatorConfig::default(), scenario)
+        .await
+        .unwrap();
+    let flow = &flows[0];
+    let root = emu.flow_runs(flow)[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // The crashed holder: it claimed attempt 1 of the root and re-triggered it, then died.
+    let ledger = FileLedger::open(&state).unwrap();
+    let now = jiff::Timestamp::now();
+    let claim = NewClaim {
+        key: AttemptKey::new("local", "flowservice", root.clone(), 1),
+        policy: "dataflows".into(),
+        workflow: flow.clone(),
+        root: root.clone(),
+        holder: "crashed/1".into(),
+        now,
+        deadline: now + jiff::SignedDuration::from_secs(2),
+    };
+    assert!(ledger.claim(claim).await.unwrap().is_claimed());
+    let platform = Platform::new(
+        Http::new(Duration::from_secs(5), CallCounter::default()),
+        &emu.flowservice_url(),
+        &emu.ims_token_url(),
+        ReTriggerOp::default(),
+        3,
+    );
+    let creds = Credentials::from_map("test", &secret_data(CLIENT_SECRET)).unwrap();
+    let run = platform
+        .get_run(&creds, "prod", &root)
+        .await
+        .unwrap()
+        .unwrap();
+    let ReTriggerResult::Created(orphan) = platform.retrigger(&creds, "prod", &run).await.unwrap()
+    else {
+        panic!("the crashed holder's re-trigger was refused");
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let secrets = write_secret_dir(&dir.path().join("secrets"), SECRET_NAME, CLIENT_SECRET);
+    let file = policy_file(dir.path(), &flows, 4, "");
+    let mut op = spawn("survivor", dir.path(), &args(&emu, &file, &state, &secrets));
+    let ok = all_succeed(&emu, &flows, Duration::from_secs(60)).await;
+    assert!(ok, "{:#?}\n{}", report(&emu, &flows), op.logs());
+    assert_no_duplicate_retriggers(&emu, 4, "adoption");
+    let per_run = retriggers(&emu);
+    assert_eq!(
+        per_run.get(&root),
+        Some(&1),
+        "the root was re-triggered once, by the crashed holder: {per_run:?}"
+    );
+    assert_eq!(
+        per_run.get(&orphan.id),
+        Some(&1),
+        "attempt 2 acted on the adopted run: {per_run:?}"
+    );
+    let records = FileLedger::open_read_only(&state)
+        .unwrap()
+        .list("local", Some(&root))
+        .await
+        .unwrap();
+    let first = records.iter().find(|r| r.key.attempt == 1).unwrap();
+    assert_eq!(first.phase, Phase::Acted, "{records:#?}");
+    let outcome = first.outcome.as_ref().unwrap();
+    assert_eq!(outcome.code.as_deref(), Some("Adopted"), "{records:#?}");
+    assert_eq!(outcome.new_run_id.as_deref(), Some(orphan.id.as_str()));
+    op.kill9();
+}

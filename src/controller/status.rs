@@ -237,11 +237,23 @@ pub fn polled_status(
             let reason = reason_of_category(first.category.as_str());
             let msg = format!("{} error(s) in the last poll; first: {first}", errors.len());
             // Ready stays true when the poll ran and only some calls failed: the policy works.
+            // When it reached none of its workflows (every one failed), it does nothing: not
+            // ready, with the error's reason.
+            let reached_none = report.workflows.is_empty()
+                && report
+                    .issues
+                    .iter()
+                    .any(|(_, i)| matches!(i, crate::targets::WorkflowIssue::Failed(_)));
+            let (ready, ready_reason) = if reached_none {
+                (false, reason.as_str())
+            } else {
+                (true, "PolledWithErrors")
+            };
             set_condition(
                 &mut status.conditions,
                 READY,
-                true,
-                "PolledWithErrors",
+                ready,
+                ready_reason,
                 &msg,
                 generation,
                 now,
