@@ -10,6 +10,9 @@
 //! An Adobe Experience Platform Flow Service + IMS double (`POST /ims/token/v3`,
 //! `/data/foundation/flowservice/{runs,flows}`, re-trigger; api-facts §3, §4.3) is served on the
 //! same endpoint, state and clock: see [`flowservice`].
+//! With an EventBridge endpoint configured, every Step Functions execution status change and
+//! CodePipeline stage state change is published as the documented event with `PutEvents`,
+//! with drop / duplicate / reorder / delay injection: see [`events`].
 //! See `docs/emulator.md` for the scenario format and the choices made on UNCONFIRMED points.
 //!
 //! ```no_run

@@ -679,3 +679,85 @@ async fn time_driven_changes_are_published_without_api_calls() {
     assert_eq!(got[0]["detail"]["status"], "TIMED_OUT");
     assert_eq!(got[0]["resources"], json!([a]));
 }
+
+/// Raw HTTP/1.1 to the admin API (no HTTP client dependency): (status, JSON body).
+async fn admin(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, serde_json::from_str(rest).expect("JSON body"))
+}
+
+/// An unreachable EventBridge: every event is counted as failed, the API is unaffected, and
+/// the admin API shows and changes the event faults and counters.
+#[tokio::test]
+async fn unreachable_eventbridge_counts_failures_and_the_admin_api_exposes_events() {
+    let dead = {
+        let port = free_port(); // bound then released: nothing listens there
+        format!("http://127.0.0.1:{port}")
+    };
+    let cfg = EmulatorConfig {
+        events: EventsConfig {
+            eventbridge_endpoint: Some(dead),
+            ..EventsConfig::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    let h = emulator::start(cfg, sfn_scenario())
+        .await
+        .expect("emulator starts");
+    let c = sfn(&h, "us-east-1");
+    let t0 = Instant::now();
+    let a = start_exec(&c, &h.state_machine_arn("orders"), "nowhere").await;
+    assert!(h.fail_execution(&a, "States.TaskFailed", "nowhere"));
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "the API never waits for PutEvents"
+    );
+    settled(&h, 2).await;
+    let s = h.event_stats();
+    assert_eq!((s.emitted, s.failed, s.published), (2, 2, 0));
+
+    let (code, stats) = admin(&h.endpoint, "GET", "/_emulator/events/stats", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(stats["emitted"], 2);
+    assert_eq!(stats["failed"], 2);
+    assert_eq!(stats["enabled"], true);
+    let (_, all) = admin(&h.endpoint, "GET", "/_emulator/stats", "").await;
+    assert_eq!(all["events"], stats);
+
+    let (code, f) = admin(
+        &h.endpoint,
+        "PUT",
+        "/_emulator/events/faults",
+        r#"{"dropRate":0.25,"duplicateRate":2,"delay":"150ms"}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(f["dropRate"], 0.25);
+    assert_eq!(f["duplicateRate"], 1.0, "rates are clamped to [0, 1]");
+    assert_eq!(f["delay"], "150ms");
+    assert_eq!(h.event_faults().delay, Some(Duration::from_millis(150)));
+    let (code, _) = admin(
+        &h.endpoint,
+        "PUT",
+        "/_emulator/events/faults",
+        "{\"dropRate\":\"x\"}",
+    )
+    .await;
+    assert_eq!(code, 400);
+}

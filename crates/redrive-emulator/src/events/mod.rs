@@ -3,7 +3,7 @@
 //! configurable EventBridge endpoint (moto in the tests), with drop / duplicate / reorder /
 //! delay injection.
 //!
-//! The models call [`Emitter::emit`] at each transition while they hold their lock; it only
+//! The models call `Emitter::emit` at each transition while they hold their lock; it only
 //! `try_send`s into a bounded channel (a full channel counts a drop), so publishing never
 //! blocks or slows an API handler. A background task applies the injected faults and calls
 //! `PutEvents`. See docs/emulator.md, section "Events".

@@ -6,6 +6,8 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_eventbridge::config::retry::RetryConfig;
+use aws_sdk_eventbridge::config::timeout::TimeoutConfig;
 use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -45,6 +47,15 @@ pub(crate) fn spawn_publisher(
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(setup.region.clone()))
         .endpoint_url(ep)
+        // Two attempts and a short connect timeout: a dead endpoint costs the publisher little
+        // time, and what still fails is counted, never retried forever.
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
         .credentials_provider(Credentials::new(
             "AKIDREDRIVEEMULATOR",
             "redrive-emulator-secret",
