@@ -632,7 +632,7 @@ async fn delayed_events_arrive_after_the_delay() {
     let region = "ca-central-1";
     let q = feed(region, "default", "delayed", SFN_FAILED_PATTERN).await;
     let delay = EventFaults {
-        delay: Some(Duration::from_millis(1500)),
+        delay: Some(Duration::from_millis(2500)),
         ..EventFaults::default()
     };
     let h = emulator::start(config(region, "default", delay), sfn_scenario())
@@ -648,10 +648,13 @@ async fn delayed_events_arrive_after_the_delay() {
         .send()
         .await
         .expect("DescribeExecution");
-    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "the API answers before the event goes"
+    );
     let got = q.exactly(1).await;
     assert!(
-        t0.elapsed() >= Duration::from_millis(1500),
+        t0.elapsed() >= Duration::from_millis(2500),
         "arrived after {:?}",
         t0.elapsed()
     );
@@ -725,7 +728,7 @@ async fn unreachable_eventbridge_counts_failures_and_the_admin_api_exposes_event
     let a = start_exec(&c, &h.state_machine_arn("orders"), "nowhere").await;
     assert!(h.fail_execution(&a, "States.TaskFailed", "nowhere"));
     assert!(
-        t0.elapsed() < Duration::from_millis(500),
+        t0.elapsed() < Duration::from_secs(2), // generous for a loaded CI machine
         "the API never waits for PutEvents"
     );
     settled(&h, 2).await;
