@@ -6,6 +6,8 @@
 # Needs a Rust toolchain (>= 1.94.1) and Go (>= 1.26). The control-plane binaries (etcd,
 # kube-apiserver, kubectl, helm) are built from source once and cached under
 # ${REDRIVE_CACHE:-$HOME/.cache/redrive-operator}: the first run pays ~10 minutes for them.
+# moto (SQS / EventBridge for the event tests) is installed from PyPI into a venv cached there
+# too (needs python3 with venv; ~35 s once).
 # The static musl release build (the Dockerfile's build stage) is cached there too; it needs
 # rustup (adds the musl target once) and Debian's musl-tools (installed when running as root).
 # The cargo-fuzz targets run for REDRIVE_FUZZ_SECONDS (30) each with the nightly toolchain;
@@ -21,6 +23,10 @@ cargo fmt --all -- --check
 
 step "control-plane binaries (scripts/control-plane.sh install; cached after the first run)"
 scripts/control-plane.sh install
+
+step "moto, the third-party SQS / EventBridge of the event tests (scripts/moto.sh install; cached after the first run)"
+REDRIVE_MOTO_SERVER=$(scripts/moto.sh install)
+export REDRIVE_MOTO_SERVER
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings

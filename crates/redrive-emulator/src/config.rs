@@ -327,6 +327,8 @@ pub struct EmulatorConfig {
     pub codepipeline: CodePipelineConfig,
     /// Adobe Flow Service / IMS behaviour choices.
     pub flowservice: FlowServiceConfig,
+    /// EventBridge events on status changes (off unless an endpoint is set).
+    pub events: crate::events::EventsConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -346,6 +348,7 @@ impl Default for EmulatorConfig {
             bucket_overrides: BTreeMap::new(),
             codepipeline: CodePipelineConfig::default(),
             flowservice: FlowServiceConfig::default(),
+            events: crate::events::EventsConfig::default(),
         }
     }
 }

@@ -10,6 +10,9 @@
 //! An Adobe Experience Platform Flow Service + IMS double (`POST /ims/token/v3`,
 //! `/data/foundation/flowservice/{runs,flows}`, re-trigger; api-facts §3, §4.3) is served on the
 //! same endpoint, state and clock: see [`flowservice`].
+//! With an EventBridge endpoint configured, every Step Functions execution status change and
+//! CodePipeline stage state change is published as the documented event with `PutEvents`,
+//! with drop / duplicate / reorder / delay injection: see [`events`].
 //! See `docs/emulator.md` for the scenario format and the choices made on UNCONFIRMED points.
 //!
 //! ```no_run
@@ -26,6 +29,7 @@ mod api;
 mod arn;
 pub mod codepipeline;
 mod config;
+pub mod events;
 pub mod flowservice;
 mod history;
 mod model;
@@ -53,6 +57,7 @@ pub use config::{
     AutoRetryScope, BucketSpec, CodePipelineConfig, EmulatorConfig, FaultConfig, FlowServiceConfig,
     PendingAutoRetry, QuotaPreset, ReplayMode, RetriggerResponse, TokenScope, parse_duration,
 };
+pub use events::{EventFaults, EventStats, EventsConfig, EventsError};
 pub use flowservice::{
     FlowAdminError, FlowKind, FlowRunSnapshot, FlowRunSpec, FlowRunStatus, FlowSpec, ImsClientSpec,
     ImsToken, ReTriggerLedgerEntry, ReTriggerOutcome, RunError, RunOutcome, RunTrigger,
@@ -72,6 +77,9 @@ pub enum StartError {
     /// The scenario is invalid.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// The event publishing configuration is invalid.
+    #[error(transparent)]
+    Events(#[from] EventsError),
     /// Binding the listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -113,6 +121,9 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    if let Some(endpoint) = &config.events.eventbridge_endpoint {
+        start_events(&state, &config, endpoint)?;
+    }
     let (tx, rx) = oneshot::channel::<()>();
     let app = server::router(state.clone());
     let task = tokio::spawn(async move {
@@ -136,6 +147,43 @@ pub async fn start(
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+/// Attach the EventBridge publisher and the settle ticker that makes time-driven changes
+/// publish without waiting for an API call. Both stop once the state is gone.
+fn start_events(
+    state: &Arc<EmulatorState>,
+    config: &EmulatorConfig,
+    endpoint: &str,
+) -> Result<(), EventsError> {
+    let Some(rx) = state.events.attach(config.events.queue_capacity) else {
+        return Ok(());
+    };
+    events::spawn_publisher(
+        events::PublisherSetup {
+            endpoint: endpoint.to_string(),
+            region: config.region.clone(),
+            event_bus_name: config.events.event_bus_name.clone(),
+            seed: config.seed,
+            shared: state.events.shared(),
+        },
+        rx,
+    )?;
+    let weak = Arc::downgrade(state);
+    let every = config.events.settle_interval.max(Duration::from_millis(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(st) => st.settle_models(),
+                None => return,
+            }
+        }
+    });
+    tracing::info!(endpoint, bus = %config.events.event_bus_name, "publishing status-change events to EventBridge");
+    Ok(())
 }
 
 impl EmulatorHandle {
@@ -191,6 +239,18 @@ impl EmulatorHandle {
     /// Replace the fault configuration.
     pub fn set_faults(&self, f: FaultConfig) {
         self.state.set_faults(f)
+    }
+    /// Replace the EventBridge event fault injection (drop / duplicate / reorder / delay).
+    pub fn set_event_faults(&self, f: EventFaults) {
+        self.state.set_event_faults(f)
+    }
+    /// Current EventBridge event fault injection.
+    pub fn event_faults(&self) -> EventFaults {
+        self.state.event_faults()
+    }
+    /// EventBridge event counters (published, dropped, duplicated, failed, ...).
+    pub fn event_stats(&self) -> EventStats {
+        self.state.event_stats()
     }
     /// Force a RUNNING execution to FAILED now; false if unknown or not running.
     pub fn fail_execution(&self, arn: &str, error: &str, cause: &str) -> bool {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::arn;
 use super::config::{ReplayMode, TokenScope};
+use super::events::{Emitter, SfnStatusChange};
 use super::scenario::{
     ExecutionSpec, GenerateSpec, Outcome, Scenario, ScenarioError, StateMachineSpec,
     StateMachineStatus, StateMachineType,
@@ -296,6 +297,8 @@ pub(crate) struct Model {
     /// token → (execution, first use), only maintained for `TokenScope::RejectCrossExecution`.
     global_tokens: HashMap<Box<str>, (u32, Ms)>,
     pub redrives: u64,
+    /// Status-change events (disabled unless the emulator publishes to EventBridge).
+    pub events: Emitter,
 }
 
 fn script_of(outcomes: &[Outcome]) -> Arc<[Arc<Outcome>]> {
@@ -336,6 +339,7 @@ impl Model {
             max_open,
             global_tokens: HashMap::new(),
             redrives: 0,
+            events: Emitter::default(),
         }
     }
 
@@ -894,6 +898,48 @@ impl Model {
         }
         e.history_len = e.history_len.saturating_add(3);
         self.open = self.open.saturating_sub(1);
+        self.emit_status(id, at);
+    }
+
+    /// Publish the execution's status as it is now (called once per transition: start,
+    /// redrive, stop). STANDARD executions only, as AWS documents (api-facts §1.10).
+    fn emit_status(&self, id: u32, at: Ms) {
+        if !self.events.enabled() {
+            return;
+        }
+        let e = &self.execs[id as usize];
+        if self.sms[self.base_sm(e.sm) as usize].kind != StateMachineType::Standard {
+            return;
+        }
+        let (redrive_status, reason) = self.redrive_status(id, at);
+        let o = if e.status != ExecutionStatus::Running {
+            e.current_outcome()
+        } else {
+            None
+        };
+        let output = match o.map(|o| &**o) {
+            Some(Outcome::Succeed { output }) => {
+                Some(output.as_deref().unwrap_or("{}").to_string())
+            }
+            _ => None,
+        };
+        let change = SfnStatusChange {
+            execution_arn: self.exec_arn(id),
+            state_machine_arn: self.sms[e.sm as usize].arn.clone(),
+            name: e.name.to_string(),
+            status: e.status,
+            start_date: e.start,
+            stop_date: e.stop,
+            input: e.input.to_string(),
+            output,
+            redrive_count: e.redrive_count,
+            redrive_date: e.redrive_date,
+            redrive_status,
+            redrive_status_reason: reason.map(str::to_string),
+            error: o.and_then(|o| o.error()).map(str::to_string),
+            cause: o.and_then(|o| o.cause()).map(str::to_string),
+        };
+        self.events.emit(change.event(at));
     }
 
     /// Force a RUNNING execution to FAILED now. False if not running.
@@ -1072,6 +1118,7 @@ impl Model {
         } else {
             e.resolve_at = None;
         }
+        self.emit_status(id, now);
     }
 
     /// Create an execution with StartExecution (STANDARD only).
@@ -1127,6 +1174,7 @@ impl Model {
             .partition_point(|&x| (execs[x as usize].start, x) > key);
         smr.index.insert(pos, id);
         smr.by_name.insert(name.into(), id);
+        self.emit_status(id, now);
         id
     }
 

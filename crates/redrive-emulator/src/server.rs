@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::api::{self, ApiError, RequestMeta, operation_of};
 use super::codepipeline::{self, ActionOutcome, PipelineSpec, RetryOutcome};
 use super::config::FaultConfig;
+use super::events::EventFaults;
 use super::scenario::Scenario;
 use super::state::{CallResult, EmulatorState, LedgerOutcome, lock};
 use super::sts;
@@ -193,6 +194,11 @@ pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
         .route("/_emulator/clock", get(clock))
         .route("/_emulator/clock/advance", post(advance_clock))
         .route("/_emulator/faults", get(get_faults).put(put_faults))
+        .route("/_emulator/events/stats", get(event_stats))
+        .route(
+            "/_emulator/events/faults",
+            get(get_event_faults).put(put_event_faults),
+        )
         .route("/_emulator/scenario", post(seed))
         .route("/_emulator/executions", get(get_execution))
         .route("/_emulator/executions/fail", post(fail_execution))
@@ -509,6 +515,24 @@ async fn put_faults(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Respon
             json_ok(serde_json::to_value(f).unwrap_or_default())
         }
         Err(e) => json_err(StatusCode::BAD_REQUEST, format!("invalid FaultConfig: {e}")),
+    }
+}
+
+async fn event_stats(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.event_stats()).unwrap_or_default())
+}
+
+async fn get_event_faults(State(st): State<Arc<EmulatorState>>) -> Response {
+    json_ok(serde_json::to_value(st.event_faults()).unwrap_or_default())
+}
+
+async fn put_event_faults(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<EventFaults>(&body) {
+        Ok(f) => {
+            st.set_event_faults(f);
+            json_ok(serde_json::to_value(st.event_faults()).unwrap_or_default())
+        }
+        Err(e) => json_err(StatusCode::BAD_REQUEST, format!("invalid EventFaults: {e}")),
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codepipeline::{self, RetryLedgerEntry};
 use super::config::{EmulatorConfig, FaultConfig};
+use super::events::{Emitter, EventFaults, EventStats};
 use super::flowservice;
 use super::model::{ExecutionSnapshot, Model, Ms, ts};
 use super::scenario::{Scenario, ScenarioError};
@@ -170,6 +171,9 @@ pub struct Stats {
     pub open_flow_runs: u64,
     /// Remaining tokens per throttling bucket.
     pub bucket_levels: BTreeMap<String, f64>,
+    /// EventBridge event publishing.
+    #[serde(default)]
+    pub events: EventStats,
 }
 
 impl Stats {
@@ -216,6 +220,8 @@ pub struct EmulatorState {
     pub(crate) pipelines: Mutex<codepipeline::Model>,
     pub(crate) cp_ledger: Mutex<Vec<RetryLedgerEntry>>,
     pub(crate) flows: Mutex<flowservice::Model>,
+    /// The models' shared event emitter (disabled unless publishing to EventBridge).
+    pub(crate) events: Emitter,
 }
 
 impl std::fmt::Debug for EmulatorState {
@@ -259,6 +265,10 @@ impl EmulatorState {
             config.seed,
             config.codepipeline.clone(),
         );
+        let events = Emitter::new(config.events.faults.clone());
+        model.events = events.clone();
+        let mut pipelines = pipelines;
+        pipelines.events = events.clone();
         let mut sts_state = StsState::new(config.seed);
         sts_state.put_roles(&scenario.roles);
         let key = {
@@ -290,6 +300,7 @@ impl EmulatorState {
                 config.flowservice.clone(),
                 config.seed,
             )),
+            events,
         });
         state.seed_pipeline_specs(&scenario.pipelines, now)?;
         state.seed_flow_specs(&scenario.flows, &scenario.ims_clients)?;
@@ -310,6 +321,33 @@ impl EmulatorState {
     pub fn advance_clock(&self, d: Duration) {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
         self.clock_offset_ms.fetch_add(ms, Ordering::SeqCst);
+        if self.events.enabled() {
+            // Publish what the jump completed now rather than at the next settle tick.
+            self.settle_models();
+        }
+    }
+
+    /// Resolve every time-driven change due by now in the Step Functions and CodePipeline
+    /// models (what every request does first), so their events are published without one.
+    pub fn settle_models(&self) {
+        let now = self.now_ms();
+        lock(&self.model).settle(now);
+        lock(&self.pipelines).settle(now);
+    }
+
+    /// Replace the event fault injection (takes effect for events published from now on).
+    pub fn set_event_faults(&self, f: EventFaults) {
+        self.events.set_faults(f)
+    }
+
+    /// Current event fault injection.
+    pub fn event_faults(&self) -> EventFaults {
+        self.events.faults()
+    }
+
+    /// Event publishing counters.
+    pub fn event_stats(&self) -> EventStats {
+        self.events.stats()
     }
 
     /// Offset of the emulated clock from real time.
@@ -479,6 +517,7 @@ impl EmulatorState {
         }
         (s.flows, s.flow_runs, s.open_flow_runs) = self.flowservice_counts();
         s.bucket_levels = lock(&self.throttle).levels().into_iter().collect();
+        s.events = self.events.stats();
         s
     }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use redrive_emulator::{
-    self as emulator, AutoRetryScope, CodePipelineConfig, EmulatorConfig, FaultConfig,
-    FlowServiceConfig, PendingAutoRetry, QuotaPreset, ReplayMode, RetriggerResponse, Scenario,
-    TokenScope, parse_duration,
+    self as emulator, AutoRetryScope, CodePipelineConfig, EmulatorConfig, EventFaults,
+    EventsConfig, FaultConfig, FlowServiceConfig, PendingAutoRetry, QuotaPreset, ReplayMode,
+    RetriggerResponse, Scenario, TokenScope, parse_duration,
 };
 
 /// Local AWS Step Functions (AWS JSON 1.0) and CodePipeline (AWS JSON 1.1) emulator for redrive
@@ -28,6 +28,8 @@ use redrive_emulator::{
 /// Adobe Flow Service / IMS: POST /ims/token/v3, GET /data/foundation/flowservice/{runs,flows}[/ID],
 /// POST /data/foundation/flowservice/runs/ID/action?op=re-trigger; admin under
 /// /_emulator/flowservice/ (ledger, flows/ID/runs, runs/ID/complete, ims/clients, throttle).
+/// EventBridge events (with --eventbridge-endpoint): GET /_emulator/events/stats,
+/// GET|PUT /_emulator/events/faults.
 #[derive(Debug, Parser)]
 #[command(name = "redrive-emulator", version, about, long_about)]
 struct Args {
@@ -164,6 +166,28 @@ struct Args {
         default_value = "id-and-etag"
     )]
     flowservice_retrigger_response: RetriggerResponse,
+    /// Publish Step Functions / CodePipeline status-change events with PutEvents to this
+    /// EventBridge endpoint (e.g. moto's http://127.0.0.1:PORT); unset = no events.
+    #[arg(long, env = "EMULATOR_EVENTBRIDGE_ENDPOINT")]
+    eventbridge_endpoint: Option<String>,
+    /// Event bus of the published events.
+    #[arg(long, env = "EMULATOR_EVENT_BUS_NAME", default_value = "default")]
+    event_bus_name: String,
+    /// Probability that a status-change event is never published.
+    #[arg(long, env = "EMULATOR_EVENT_DROP_RATE", default_value_t = 0.0)]
+    event_drop_rate: f64,
+    /// Probability that a status-change event is published twice.
+    #[arg(long, env = "EMULATOR_EVENT_DUPLICATE_RATE", default_value_t = 0.0)]
+    event_duplicate_rate: f64,
+    /// Probability that a status-change event is held back and published after the next one.
+    #[arg(long, env = "EMULATOR_EVENT_REORDER_RATE", default_value_t = 0.0)]
+    event_reorder_rate: f64,
+    /// Fixed delay before each event is published (e.g. 500ms).
+    #[arg(long, env = "EMULATOR_EVENT_DELAY", value_parser = parse_duration)]
+    event_delay: Option<Duration>,
+    /// Extra random delay per event, uniform up to this (e.g. 2s).
+    #[arg(long, env = "EMULATOR_EVENT_DELAY_JITTER", value_parser = parse_duration)]
+    event_delay_jitter: Option<Duration>,
 }
 
 #[tokio::main]
@@ -239,6 +263,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 retrigger_response: args.flowservice_retrigger_response,
                 ..d
             }
+        },
+        events: EventsConfig {
+            eventbridge_endpoint: args.eventbridge_endpoint,
+            event_bus_name: args.event_bus_name,
+            faults: EventFaults {
+                drop_rate: args.event_drop_rate,
+                duplicate_rate: args.event_duplicate_rate,
+                reorder_rate: args.event_reorder_rate,
+                delay: args.event_delay,
+                delay_jitter: args.event_delay_jitter,
+                ..EventFaults::default()
+            },
+            ..EventsConfig::default()
         },
     };
     let executions = scenario.execution_count();

@@ -19,6 +19,7 @@ use super::view::{
     ActionExecutionStatus, PipelineExecutionStatus, RetryTrigger, StageExecutionStatus,
 };
 use crate::config::CodePipelineConfig;
+use crate::events::{Emitter, StageState, StageStateChange};
 use crate::model::{Ms, SEC};
 
 /// Default run time of an action attempt when neither the action nor the pipeline sets one.
@@ -225,6 +226,8 @@ pub(crate) struct Model {
     pub config: CodePipelineConfig,
     pub manual_retries: u64,
     pub auto_retries: u64,
+    /// Stage state-change events (disabled unless the emulator publishes to EventBridge).
+    pub events: Emitter,
 }
 
 impl Model {
@@ -242,7 +245,35 @@ impl Model {
             config,
             manual_retries: 0,
             auto_retries: 0,
+            events: Emitter::default(),
         }
+    }
+
+    /// Publish a stage state change of execution `x` (called once per transition: enter,
+    /// succeed, fail, retry, cancel).
+    pub(super) fn emit_stage(&self, x: u32, s: usize, state: StageState, at: Ms) {
+        if !self.events.enabled() {
+            return;
+        }
+        let e = &self.execs[x as usize];
+        let pl = &self.pipelines[e.pipeline as usize];
+        let retries: u32 = e
+            .stages
+            .iter()
+            .flatten()
+            .map(|r| r.manual_retries + r.auto_retries)
+            .sum();
+        let change = StageStateChange {
+            pipeline: pl.name.clone(),
+            pipeline_arn: pl.arn.clone(),
+            version: e.version,
+            execution_id: e.id.clone(),
+            start_time: e.start,
+            stage: e.decl.stages[s].name.clone(),
+            state,
+            attempt: 1 + retries,
+        };
+        self.events.emit(change.event(at));
     }
 
     pub fn pipeline_arn(&self, name: &str) -> String {
@@ -308,6 +339,7 @@ impl Model {
     pub fn update_pipeline(&mut self, p: u32, decl: Declaration, at: Ms) -> u32 {
         let execs = self.pipelines[p as usize].execs.clone();
         for x in execs {
+            let mut canceled = None;
             let e = &mut self.execs[x as usize];
             if e.is_open() {
                 e.status = PipelineExecutionStatus::Cancelled;
@@ -322,12 +354,16 @@ impl Model {
                 {
                     run.status = StageExecutionStatus::Cancelled;
                     abandon_in_progress(run, at);
+                    canceled = Some(s);
                 }
             }
             for run in e.stages.iter_mut().flatten() {
                 if run.auto_retry_due.take().is_some() {
                     run.auto_generation += 1;
                 }
+            }
+            if let Some(s) = canceled {
+                self.emit_stage(x, s, StageState::Canceled, at);
             }
         }
         let pl = &mut self.pipelines[p as usize];

@@ -11,6 +11,7 @@ use super::view::{
     ActionExecutionStatus, PipelineExecutionStatus, RetryTrigger, StageExecutionStatus,
 };
 use crate::config::AutoRetryScope;
+use crate::events::StageState;
 use crate::model::Ms;
 
 impl Model {
@@ -249,6 +250,7 @@ impl Model {
             );
         }
         let name = stage.name.clone();
+        self.emit_stage(x, s, StageState::Failed, at);
         self.release(x, &name, at);
     }
 
@@ -259,6 +261,7 @@ impl Model {
         }
         e.last_update = at;
         let name = e.decl.stages[s].name.clone();
+        self.emit_stage(x, s, StageState::Succeeded, at);
         self.release(x, &name, at);
         self.enter_stage(x, s + 1, at);
     }
@@ -325,6 +328,7 @@ impl Model {
         e.current = Some(s);
         e.waiting_for = None;
         e.stages[s] = Some(StageRun::new(n_actions));
+        self.emit_stage(x, s, StageState::Started, at);
         self.advance_stage(x, s, at);
     }
 }

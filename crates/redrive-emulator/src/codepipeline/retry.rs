@@ -8,6 +8,7 @@ use super::view::{
     ActionExecutionStatus, PipelineExecutionStatus, RetryTrigger, StageExecutionStatus,
 };
 use crate::config::PendingAutoRetry;
+use crate::events::StageState;
 use crate::model::Ms;
 
 impl Model {
@@ -159,6 +160,7 @@ impl Model {
             RetryTrigger::ManualStageRetry => self.manual_retries += 1,
             RetryTrigger::AutomatedStageRetry => self.auto_retries += 1,
         }
+        self.emit_stage(x, s, StageState::Resumed, at);
         self.advance_stage(x, s, at);
     }
 
