@@ -692,8 +692,17 @@ fn helm_lint_strict_and_template_render_defaults_every_feature_and_variants() {
         .iter()
         .find(|r| r["metadata"]["namespace"] == "tenant-a")
         .expect("Role in the watched namespace");
+    // The namespaced Role has the default ClusterRole's rules plus the Secret `get` that
+    // flowService.enabled adds (checked below).
+    let without_secrets: Vec<Value> = policy_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r.to_string().contains("secrets"))
+        .cloned()
+        .collect();
     assert_eq!(
-        policy_role["rules"],
+        Value::Array(without_secrets),
         one(&reference, "ClusterRole")["rules"]
     );
     assert!(
@@ -864,15 +873,63 @@ fn helm_lint_strict_and_template_render_defaults_every_feature_and_variants() {
         "existing"
     );
 
-    // Credentials from a Secret need no RBAC: no rendering ever grants anything on secrets (or
-    // any verb beyond the ones the operator uses).
+    // AWS credentials from a Secret need no RBAC: without flowService no rendering grants
+    // anything on secrets (or any verb beyond the ones the operator uses).
     let secret_creds = render(&["--set", "aws.credentialsSecret.name=aws"]);
-    for objects in [&d, &a, &no_election, &three, &secret_creds] {
+    for objects in [&d, &no_election, &three, &secret_creds] {
         for rule in all_rules(objects) {
             let text = rule.to_string();
             assert!(!text.contains("secrets") && !text.contains('*'), "{text}");
         }
     }
+    // flowService.enabled grants exactly `get` on secrets, in watchNamespace when set (the
+    // all-features values), cluster-wide otherwise; never list or watch.
+    let secret_rules = |objects: &[Value]| -> Vec<(String, Value)> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+            .flat_map(|o| {
+                let scope = format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["namespace"].as_str().unwrap_or("")
+                );
+                o["rules"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r.to_string().contains("secrets"))
+                    .map(move |r| (scope.clone(), r))
+            })
+            .collect()
+    };
+    let expected = json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]});
+    assert_eq!(
+        secret_rules(&a),
+        vec![("Role/tenant-a".to_string(), expected.clone())]
+    );
+    let cluster_wide = render(&["--set", "flowService.enabled=true"]);
+    assert_eq!(
+        secret_rules(&cluster_wide),
+        vec![("ClusterRole/".to_string(), expected)]
+    );
+    let fs_args = args_of(one(&cluster_wide, "Deployment"));
+    assert!(
+        fs_args.contains(&"--adobe-retrigger-op=re-trigger".to_string()),
+        "{fs_args:?}"
+    );
+    assert!(
+        !fs_args
+            .iter()
+            .any(|a| a.starts_with("--adobe-platform-url")),
+        "{fs_args:?}"
+    );
+    assert!(
+        !args_of(one(&d, "Deployment"))
+            .iter()
+            .any(|a| a.starts_with("--adobe"))
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1320,6 +1377,11 @@ fn scenario() -> Scenario {
     }
     .with_pipeline(pipeline_failing_once("deploys"))
     .with_pipeline(pipeline_failing_once("claimed"))
+    .with_ims_client(redrive_emulator::ImsClientSpec::new(
+        flows::CLIENT_ID,
+        flows::CLIENT_SECRET,
+    ))
+    .with_flow(flows::failing_flow("chart-flow", 1))
 }
 
 async fn start_emulator() -> EmulatorHandle {
@@ -1804,12 +1866,18 @@ async fn rendered_chart_applies_server_side_under_restricted_pod_security_and_it
     // Every optional feature, with the emulator as AWS endpoint and no STS role rules (the
     // operator would otherwise have to assume roles).
     let endpoint = format!("aws.endpointUrl={}", emu.endpoint);
+    let platform = format!("flowService.platformUrl={}", emu.flowservice_url());
+    let ims = format!("flowService.imsUrl={}", emu.ims_token_url());
     let all = all_features_values();
     let objects = render(&[
         "-f",
         &all,
         "--set",
         &endpoint,
+        "--set",
+        &platform,
+        "--set",
+        &ims,
         "--set",
         "tenancy.requireRole=false",
         "--set-json",
@@ -1896,6 +1964,33 @@ async fn rendered_chart_applies_server_side_under_restricted_pod_security_and_it
     ]);
     apply_policies(&c, "tenant-a", json!({"shard": "a"}));
     seed_attempt_records(&c, &emu, "tenant-a");
+    // A Flow Service policy: the operator reads its Secret (`get`, the one rule
+    // flowService.enabled adds) and re-triggers the failed run once.
+    c.kubectl_ok([
+        "create",
+        "secret",
+        "generic",
+        "aep",
+        "-n",
+        "tenant-a",
+        &format!("--from-literal=clientId={}", flows::CLIENT_ID),
+        &format!("--from-literal=clientSecret={}", flows::CLIENT_SECRET),
+        &format!("--from-literal=orgId={}", flows::ORG_ID),
+    ]);
+    let flow = emu.flow_id("chart-flow").expect("flow seeded");
+    apply_json(
+        &c,
+        &policy(
+            "tenant-a",
+            "dataflows",
+            json!({"shard": "a"}),
+            json!({
+                "flowService": {"credentialsSecretRef": {"name": "aep"}, "flows": [flow]},
+                "maxRedrives": 1,
+                "pollInterval": "10s",
+            }),
+        ),
+    );
     // Not for this release (label selector): never touched.
     apply_json(
         &c,
@@ -1913,6 +2008,22 @@ async fn rendered_chart_applies_server_side_under_restricted_pod_security_and_it
     let kubeconfig = token_kubeconfig(&c, dir.path(), &sa_token(&c, RELEASE_NS, &sa));
     let mut op = ChartOperator::spawn(&c, deploy, &kubeconfig, "redrive-op-a", dir.path());
     assert_reconciled(&c, &emu, &op, "tenant-a").await;
+    wait_for(
+        "the Flow Service run re-triggered",
+        || op.logs(),
+        || async { (flows::retriggered(&emu) == 1).then_some(()) },
+    )
+    .await;
+    assert!(
+        emu.flowservice_ledger()
+            .iter()
+            .all(|e| e.op == "RE_TRIGGER"),
+        "the chart's retriggerOp reached the service"
+    );
+    assert!(
+        !op.logs().contains(flows::CLIENT_SECRET),
+        "secret in the logs"
+    );
     assert!(
         policy_status(&c, "tenant-a", "other-shard").await.is_none(),
         "a policy outside policySelector got a status"

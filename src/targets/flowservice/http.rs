@@ -3,7 +3,7 @@
 //! binary (build-notes.md).
 //!
 //! Every call is bounded (operation timeout, response size), counted like AWS calls
-//! (`redrive_aws_calls_total{target="flowservice"}`), and honours a 429's `Retry-After` for every
+//! (`redrive_aws_requests_total{target="flowservice"}`), and honours a 429's `Retry-After` for every
 //! later call of the same client: no request goes out before the service said it may.
 
 use std::sync::{Arc, Mutex};

@@ -349,9 +349,24 @@ impl FlowService {
                     .await?,
             );
         }
-        let records = self.adopt(creds, flow, records, now).await?;
+        // Adoption writes the ledger: never for a dry run or a suspended policy.
+        let records = if policy.dry_run || policy.suspend {
+            records
+        } else {
+            self.adopt(creds, flow, records, now).await?
+        };
         if runs.is_empty() {
             return Ok(Vec::new());
+        }
+        {
+            // Roots still listed: remember their creation time for the re-check after a claim.
+            let mut cache = self.root_created.lock().expect("lock");
+            for r in runs
+                .iter()
+                .filter(|r| records.iter().any(|rec| rec.root == r.id))
+            {
+                cache.insert(r.id.clone(), r.created_at);
+            }
         }
         let successes = self.newest_successes(creds, flow).await?;
         // Roots whose run is older than the listing: their creation time decides supersession.
@@ -456,6 +471,7 @@ impl FlowService {
         if let Some(s) = root_at.and_then(|at| {
             successes.iter().find(|s| {
                 s.state() == RunState::Succeeded
+                    && !s.is_empty_success()
                     && s.created_at > at
                     && s.id != root
                     && !lineage_runs.contains(&s.id)
@@ -465,18 +481,48 @@ impl FlowService {
             settle(Phase::NotActed, outcome("Superseded", &why)).await?;
             return Ok(RedriveOutcome::Superseded(why));
         }
+        // One attempt in flight per dataflow: act only when no other claim of this flow is in
+        // Intent. Claims are written before this check, so of two racing claims at most one
+        // acts, and of several in-doubt claims only the oldest can have acted; that is what
+        // makes adoption (oldest claim, oldest unowned run) unambiguous.
+        let in_flight = ledger
+            .list(&self.settings.namespace, None)
+            .await
+            .map_err(ledger_error)?
+            .into_iter()
+            .any(|r| {
+                // Defer to older claims only (ties by name), so two claims of one poll never
+                // both back off forever.
+                r.key.target == TargetKind::FlowService.as_str()
+                    && r.workflow == c.workflow
+                    && r.phase == Phase::Intent
+                    && (r.intent_at, &r.name) < (record.intent_at, &record.name)
+            });
+        if in_flight {
+            let why = "another attempt of this dataflow is in flight".to_string();
+            settle(Phase::Failed, outcome("TargetBusy", &why)).await?;
+            return Ok(RedriveOutcome::Busy(why));
+        }
         // Fencing: after the deadline another replica may resolve the claim; never start the
-        // call when it could still be in flight then.
-        if Timestamp::now() + signed(self.settings.operation_timeout) >= record.deadline {
+        // call when it could still be in flight then, and cut it off before the deadline (a
+        // token fetch, a refresh and Retry-After waits may add to the POST).
+        let left = record.deadline.duration_since(Timestamp::now()) - signed(CLOCK_SKEW);
+        let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+        if left < self.settings.operation_timeout {
             return Ok(RedriveOutcome::InDoubt(
                 "the claim's deadline is too close to act; resolved at a later poll".into(),
             ));
         }
-        match self
-            .platform
-            .retrigger(creds, self.sandbox(), &live)
-            .await?
-        {
+        let call =
+            tokio::time::timeout(left, self.platform.retrigger(creds, self.sandbox(), &live));
+        let answer = call.await.unwrap_or_else(|_| {
+            Err(TargetError::new(
+                "ReTriggerRun",
+                ErrorCategory::Transient,
+                "the re-trigger did not finish before the claim's deadline: outcome unknown",
+            ))
+        });
+        match answer? {
             ReTriggerResult::Created(new) => {
                 let done = Outcome {
                     code: Some("ReTriggered".into()),
@@ -499,7 +545,15 @@ impl FlowService {
                         settle(Phase::NotActed, outcome("NotFound", &e.message)).await?;
                         Ok(RedriveOutcome::NotFound)
                     }
-                    ErrorCategory::Invalid if code.starts_with("RUN_NOT_RETRIGGERABLE") => {
+                    // Flow Service refused this run (not eligible; Adobe's error for that is
+                    // UNCONFIRMED, so any 4xx refusal counts): final for this attempt, never
+                    // re-sent every poll. A 412 (the run changed since it was read) is not.
+                    ErrorCategory::Invalid if code != "PRECONDITION_FAILED" => {
+                        let code = if code.is_empty() {
+                            "NotRedrivable".to_string()
+                        } else {
+                            code
+                        };
                         settle(Phase::NotActed, outcome(&code, &e.message)).await?;
                         Ok(RedriveOutcome::NotRedrivable(format!(
                             "{code}: {}",
