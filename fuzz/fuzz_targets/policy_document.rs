@@ -94,6 +94,12 @@ fn exercise(policy: &Policy) {
     let selector = match &policy.target {
         TargetSpec::StepFunctions(t) => t.selector.as_ref(),
         TargetSpec::CodePipeline(t) => t.selector.as_ref(),
+        TargetSpec::FlowService(t) => {
+            if let Some(re) = &t.selector {
+                let _ = re.is_match("orders-processing");
+            }
+            None
+        }
     };
     if let Some(sel) = selector {
         let _ = sel.matches_name("orders-processing");
@@ -125,13 +131,21 @@ fn summary(p: &Policy) -> String {
                 .as_ref()
                 .map(|s| (s.name_regex.as_ref().map(|r| r.as_str()), &s.tags))
         ),
+        TargetSpec::FlowService(t) => format!(
+            "fs {} {} {:?} {:?} {}",
+            t.sandbox,
+            t.credentials_secret,
+            t.flows,
+            t.selector.as_ref().map(|r| r.as_str()),
+            t.include_empty_success
+        ),
     };
     let cause_regex = p
         .errors
         .as_ref()
         .and_then(|e| e.cause_regex.as_ref().map(|r| r.as_str()));
     format!(
-        "{} {:?} {} {:?} {target} {cause_regex:?} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}",
+        "{} {:?} {:?} {:?} {target} {cause_regex:?} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}",
         p.id,
         p.generation,
         p.region(),
