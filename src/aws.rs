@@ -1,4 +1,5 @@
-//! AWS client construction: region, credentials, endpoint override, retries, call counting.
+//! AWS client construction: region, credentials, endpoint override, retries, call counting,
+//! the service's clock (from each answer's `Date` header, [`crate::clock`]).
 //!
 //! The endpoint override is an operator-level setting only (never from a policy), so a tenant
 //! cannot make the operator send signed requests to a host of their choosing.
@@ -18,6 +19,7 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
+use crate::clock::ServiceClock;
 use crate::metrics::Metrics;
 use crate::policy::TargetKind;
 
@@ -130,6 +132,8 @@ struct CountingInterceptor {
     counter: CallCounter,
     /// The metrics label of the service (`TargetKind::as_str`).
     target: &'static str,
+    /// The client's estimate of the service's clock, fed from every answer's `Date` header.
+    clock: ServiceClock,
 }
 
 /// When the current attempt started (for latency).
@@ -183,6 +187,11 @@ impl Intercept for CountingInterceptor {
         };
         let elapsed = cfg.load::<AttemptStart>().map(|s| s.0.elapsed());
         self.counter.record(self.target, &api, result, elapsed);
+        // Any answer, errors included, carries the service's time (as the SDK's own skew
+        // correction for signing reads it).
+        if let Some(date) = context.response().and_then(|r| r.headers().get("date")) {
+            self.clock.observe_date_header(date);
+        }
         Ok(())
     }
 }
@@ -248,26 +257,35 @@ pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::Sdk
     loader.load().await
 }
 
-/// A Step Functions client that counts its calls into `counter`.
-pub fn sfn_client(config: &aws_config::SdkConfig, counter: &CallCounter) -> aws_sdk_sfn::Client {
+/// A Step Functions client that counts its calls into `counter` and estimates the service's
+/// clock into `clock`.
+pub fn sfn_client(
+    config: &aws_config::SdkConfig,
+    counter: &CallCounter,
+    clock: &ServiceClock,
+) -> aws_sdk_sfn::Client {
     let conf = aws_sdk_sfn::config::Builder::from(config)
         .interceptor(CountingInterceptor {
             counter: counter.clone(),
             target: TargetKind::StepFunctions.as_str(),
+            clock: clock.clone(),
         })
         .build();
     aws_sdk_sfn::Client::from_conf(conf)
 }
 
-/// A CodePipeline client that counts its calls into `counter`.
+/// A CodePipeline client that counts its calls into `counter` and estimates the service's
+/// clock into `clock`.
 pub fn codepipeline_client(
     config: &aws_config::SdkConfig,
     counter: &CallCounter,
+    clock: &ServiceClock,
 ) -> aws_sdk_codepipeline::Client {
     let conf = aws_sdk_codepipeline::config::Builder::from(config)
         .interceptor(CountingInterceptor {
             counter: counter.clone(),
             target: TargetKind::CodePipeline.as_str(),
+            clock: clock.clone(),
         })
         .build();
     aws_sdk_codepipeline::Client::from_conf(conf)

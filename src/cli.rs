@@ -205,10 +205,91 @@ pub struct RunArgs {
     pub aws: AwsArgs,
 
     #[command(flatten)]
+    pub events: EventArgs,
+
+    #[command(flatten)]
     pub admin: AdminArgs,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Event hints (EventBridge → SQS; docs/events.md). Operator-level only: a policy cannot
+/// choose a queue.
+#[derive(Args, Debug, Clone)]
+pub struct EventArgs {
+    /// SQS queue URL an EventBridge rule feeds with Step Functions / CodePipeline status
+    /// change events (repeatable). Events are hints: polling (the sweep) stays the safety net.
+    #[arg(
+        long = "event-queue-url",
+        env = "REDRIVE_EVENT_QUEUE_URLS",
+        value_delimiter = ','
+    )]
+    pub queue_urls: Vec<String>,
+
+    /// Region of the queues (default: read from the queue URL, sqs.REGION.amazonaws.com).
+    #[arg(long, env = "REDRIVE_EVENT_QUEUE_REGION")]
+    pub event_queue_region: Option<String>,
+
+    /// Send SQS calls to this URL (an emulator, or a VPC endpoint); `--endpoint-url` is for
+    /// the workflow services.
+    #[arg(long, env = "REDRIVE_SQS_ENDPOINT_URL")]
+    pub sqs_endpoint_url: Option<String>,
+
+    /// With events on, each policy's full poll (the sweep, which catches lost events) runs
+    /// every max(pollInterval, this).
+    #[arg(long, env = "REDRIVE_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// How long a received event stays invisible to other consumers while it is decided.
+    #[arg(long, env = "REDRIVE_EVENT_VISIBILITY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub event_visibility_timeout: Duration,
+}
+
+impl EventArgs {
+    /// The queues' region: the flag, else the one in the first queue URL.
+    pub fn region(&self) -> Option<String> {
+        self.event_queue_region.clone().or_else(|| {
+            self.queue_urls.iter().find_map(|u| {
+                let host = u.split("://").nth(1)?.split('/').next()?;
+                let mut parts = host.split('.');
+                (parts.next()? == "sqs").then(|| parts.next().map(str::to_string))?
+            })
+        })
+    }
+
+    /// The local-mode event settings, or `None` without queues.
+    pub async fn local(
+        &self,
+        aws: &AwsSettings,
+        concurrency: usize,
+    ) -> Result<Option<crate::local::LocalEvents>, String> {
+        if self.queue_urls.is_empty() {
+            return Ok(None);
+        }
+        let region = self.region().ok_or(
+            "--event-queue-url: cannot tell the queue's region from its URL; pass --event-queue-region",
+        )?;
+        let settings = AwsSettings {
+            endpoint_url: self.sqs_endpoint_url.clone(),
+            ..aws.clone()
+        };
+        let config = crate::aws::sdk_config(&settings, &region).await;
+        Ok(Some(crate::local::LocalEvents {
+            client: aws_sdk_sqs::Client::new(&config),
+            queues: self
+                .queue_urls
+                .iter()
+                .map(|url| crate::events::consumer::QueueSettings {
+                    url: url.clone(),
+                    visibility_timeout: self.event_visibility_timeout,
+                    concurrency,
+                })
+                .collect(),
+            sweep_interval: self.sweep_interval,
+            consumer_stats: Arc::default(),
+        }))
+    }
 }
 
 /// Admin server settings.
@@ -487,13 +568,32 @@ async fn run(args: RunArgs) -> ExitCode {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let totals = local::run(
+    let events = if args.once {
+        None
+    } else {
+        match args
+            .events
+            .local(
+                &args.aws.poll_settings().aws,
+                usize::from(args.aws.concurrency),
+            )
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let totals = local::run_with_events(
         ctx.clone(),
         policies,
         args.once,
         false,
         Arc::new(RunPrinter),
         stop_rx,
+        events,
     )
     .await;
     println!("{}", output::calls_line(totals.redriven, &ctx.calls));
@@ -508,6 +608,13 @@ async fn run(args: RunArgs) -> ExitCode {
 pub const EXIT_LEADERSHIP_LOST: u8 = 3;
 
 async fn run_in_cluster(args: RunArgs) -> ExitCode {
+    if !args.events.queue_urls.is_empty() {
+        // Not silently ignored: a user who configured events would wait for hints forever.
+        eprintln!(
+            "error: --event-queue-url is supported in local mode only for now (cluster mode polls; see docs/events.md)"
+        );
+        return ExitCode::FAILURE;
+    }
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {

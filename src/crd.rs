@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -15,21 +16,101 @@ use crate::api::limits;
 /// Pattern shared by every duration field (see [`limits::DURATION`]).
 pub const DURATION_PATTERN: &str = limits::DURATION;
 
-/// CEL expression turning the duration string `$f` into seconds (see [`DURATION_PATTERN`]).
-macro_rules! cel_seconds {
-    ($f:literal) => {
-        concat!(
-            "(int(",
-            $f,
-            ".substring(0, ",
-            $f,
-            ".size() - 1)) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}[",
-            $f,
-            ".substring(",
-            $f,
-            ".size() - 1)])"
+/// CEL expression turning the duration string `f` (a CEL path such as `self.window.maxAge`) into
+/// seconds: for each unit of [`limits::DURATION_UNITS`], the digits before it (`find`, from the
+/// Kubernetes CEL regex library), as `int`, times the unit; a unit that is absent counts 0 (the
+/// `'0' +` prefix). The same sum [`crate::policy::parse_duration`] computes, for every string
+/// [`DURATION_PATTERN`] accepts. Never a runtime error, even on strings the pattern refuses
+/// (`{1,7}` cannot overflow), so a malformed duration is reported once, by [`duration_rule`].
+fn cel_seconds(f: &str) -> String {
+    let terms: Vec<String> = limits::DURATION_UNITS
+        .iter()
+        .map(|(unit, secs)| {
+            format!("int('0' + {f}.find('[0-9]{{1,7}}{unit}').replace('{unit}', '')) * {secs}")
+        })
+        .collect();
+    format!("({})", terms.join(" + "))
+}
+
+/// CEL: whether the string `f` is a duration. [`DURATION_PATTERN`] goes into a CEL string literal
+/// as is: it has no quote or backslash (checked by a test).
+fn cel_is_duration(f: &str) -> String {
+    format!("{f}.matches('{DURATION_PATTERN}')")
+}
+
+/// CEL: `expr`, checked only when every field of `fields` is a well-formed duration (a malformed
+/// one is already reported by its [`duration_rule`]: one message per mistake).
+fn cel_if_durations(fields: &[&str], expr: &str) -> String {
+    let guards: Vec<String> = fields
+        .iter()
+        .map(|f| format!("!{}", cel_is_duration(f)))
+        .collect();
+    format!("{} || {expr}", guards.join(" || "))
+}
+
+/// The rule every duration field carries: its format, with a message that shows the accepted
+/// forms. A CEL rule rather than the schema's `pattern`, whose rejection would only quote the
+/// regular expression.
+fn duration_rule(field: &str) -> Rule {
+    Rule::new(cel_is_duration("self"))
+        .message(format!("{field} must be a duration: {}", limits::DURATION_HELP).as_str())
+}
+
+/// A rule on the duration field itself (`self`), checked once it is well-formed.
+fn duration_bound(expr: &str, message: &str) -> Rule {
+    Rule::new(cel_if_durations(&["self"], expr)).message(message)
+}
+
+/// CEL: the AWS partition of the region string `r` (see [`limits::REGION_PARTITIONS`]).
+fn cel_partition(r: &str) -> String {
+    let mut expr = format!("'{}'", limits::DEFAULT_PARTITION);
+    for (prefix, partition) in limits::REGION_PARTITIONS.iter().rev() {
+        expr = format!("{r}.startsWith('{prefix}') ? '{partition}' : {expr}");
+    }
+    format!("({expr})")
+}
+
+/// How partitions follow regions, for messages.
+const PARTITION_HELP: &str = "arn:aws-cn: for cn-* regions, arn:aws-us-gov: for us-gov-*, arn:aws-iso*: for the ISO regions, arn:aws: for every other region";
+
+/// The role of an AWS target must be in the partition of its region.
+fn role_partition_rule(member: &str, also: &str) -> Rule {
+    Rule::new(format!(
+        "!has(self.roleArn) || self.roleArn.startsWith('arn:' + {} + ':')",
+        cel_partition("self.region")
+    ))
+    .message(
+        format!(
+            "{member}.roleArn must be in the AWS partition of {member}.region{also} ({PARTITION_HELP})"
         )
-    };
+        .as_str(),
+    )
+    .field_path(".roleArn")
+}
+
+/// A regular expression (RE2) checked by the API server: `matches` compiles its pattern, so an
+/// invalid one is an evaluation error, which the API server reports with the parser's reason
+/// followed by this rule's message ("error parsing regexp: missing closing ): `(a` evaluating
+/// rule: ..."). The rule is never false (`in [true, false]` propagates the error, unlike `||`,
+/// which would absorb it). Go's RE2 and the operator's Rust `regex` differ at the edges (Go
+/// accepts `\Q...\E`, Rust enforces a compiled-size limit), so the operator still compiles every
+/// pattern and reports what it refuses in the InvalidSpec condition.
+fn regex_rule(field: &str) -> Rule {
+    Rule::new("''.matches(self) in [true, false]")
+        .message(format!("{field} must be a valid regular expression (RE2 syntax)").as_str())
+}
+
+/// A list of at most `max` values, none repeated. A CEL rule rather than
+/// `x-kubernetes-list-type: set`, which would also change how server-side apply merges the list
+/// (per value, across field managers, instead of replacing it as a whole). The check is
+/// quadratic, so a list longer than its `maxItems` skips it: the API server refuses such a list
+/// before any CEL rule runs, but local mode evaluates the rules on whatever a file holds (and
+/// `policy.rs` refuses the length).
+fn unique_rule(max: usize, message: &str) -> Rule {
+    Rule::new(format!(
+        "size(self) > {max} || self.all(a, self.exists_one(b, b == a))"
+    ))
+    .message(message)
 }
 
 /// Declares which failed workflow runs the operator may resume, and how carefully.
@@ -79,6 +160,11 @@ macro_rules! cel_seconds {
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -92,7 +178,7 @@ macro_rules! cel_seconds {
 #[x_kube(validation = Rule::new("has(self.stepFunctions) == has(oldSelf.stepFunctions) && has(self.codePipeline) == has(oldSelf.codePipeline) && has(self.flowService) == has(oldSelf.flowService)").message("the target kind (spec.stepFunctions, spec.codePipeline or spec.flowService) cannot change after creation: create a new policy"))]
 #[x_kube(validation = Rule::new("!has(self.statuses) || has(self.stepFunctions)").message("spec.statuses (deprecated) applies to stepFunctions policies only: use spec.codePipeline.statuses"))]
 #[x_kube(validation = Rule::new("!has(self.statuses) || !has(self.stepFunctions) || !has(self.stepFunctions.statuses)").message("set spec.stepFunctions.statuses or the deprecated spec.statuses, not both"))]
-#[x_kube(validation = Rule::new(concat!("!has(self.stepFunctions) || !has(self.window) || !has(self.window.maxAge) || ", cel_seconds!("self.window.maxAge"), " <= 1209600")).message("window.maxAge must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"))]
+#[x_kube(validation = Rule::new(format!("!has(self.stepFunctions) || !has(self.window) || !has(self.window.maxAge) || {}", cel_if_durations(&["self.window.maxAge"], &format!("{} <= 1209600", cel_seconds("self.window.maxAge"))))).message("window.maxAge must be at most 14d: AWS cannot redrive an execution more than 14 days after it stopped"))]
 pub struct RedrivePolicySpec {
     /// Stop acting on this policy (no AWS calls); status is kept.
     #[serde(default)]
@@ -145,10 +231,14 @@ pub struct RedrivePolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
 
-    /// How often to look for failed executions (e.g. 30s, 1m, 5m). Minimum 10s.
+    /// How often to look for failed runs (e.g. 30s, 1m, 5m, 1h30m): 10s to 24h. Keep it shorter
+    /// than the window (window.maxAge - window.minAge), or a failure can leave the window
+    /// between two polls (the operator warns in status).
     #[serde(default = "default_poll_interval")]
-    #[schemars(pattern(limits::DURATION), length(max = 8))]
-    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " >= 10")).message("pollInterval must be at least 10s"))]
+    #[schemars(length(max = limits::DURATION_MAX_LEN))]
+    #[x_kube(validation = duration_rule("pollInterval"))]
+    #[x_kube(validation = duration_bound(&format!("{} >= {}", cel_seconds("self"), limits::MIN_POLL_INTERVAL_SECS), "pollInterval must be at least 10s"))]
+    #[x_kube(validation = duration_bound(&format!("{} <= {}", cel_seconds("self"), limits::MAX_POLL_INTERVAL_SECS), "pollInterval must be at most 24h: the poll is how failures are found, and a longer interval lets them wait days"))]
     pub poll_interval: String,
 }
 
@@ -157,6 +247,8 @@ pub struct RedrivePolicySpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.stateMachines) && size(self.stateMachines) > 0) || has(self.selector)").message("set at least one of stepFunctions.stateMachines or stepFunctions.selector"))]
 #[x_kube(validation = Rule::new("!has(self.stateMachines) || self.stateMachines.all(a, a.split(':')[3] == self.region)").message("every ARN in stepFunctions.stateMachines must be in stepFunctions.region"))]
+#[x_kube(validation = Rule::new(format!("!has(self.stateMachines) || self.stateMachines.all(a, a.startsWith('arn:' + {} + ':'))", cel_partition("self.region"))).message(format!("every ARN in stepFunctions.stateMachines must be in the AWS partition of stepFunctions.region ({PARTITION_HELP})").as_str()).field_path(".stateMachines"))]
+#[x_kube(validation = role_partition_rule("stepFunctions", " and of stepFunctions.stateMachines"))]
 pub struct StepFunctionsTarget {
     /// AWS region of the state machines, e.g. eu-west-1.
     #[schemars(pattern(limits::REGION), length(max = 32))]
@@ -176,6 +268,7 @@ pub struct StepFunctionsTarget {
             length(max = 256)
         )
     )]
+    #[x_kube(validation = unique_rule(limits::MAX_WORKFLOWS, "stepFunctions.stateMachines must not repeat an ARN"))]
     pub state_machines: Vec<String>,
 
     /// Select state machines by name and tags (costs ListStateMachines and ListTagsForResource
@@ -187,8 +280,9 @@ pub struct StepFunctionsTarget {
     /// Listing stops at executions that started more than window.maxAge + maxRunTime ago,
     /// because AWS lists executions by start date.
     #[serde(default = "default_max_run_time")]
-    #[schemars(pattern(limits::DURATION), length(max = 8))]
-    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("stepFunctions.maxRunTime must be at most 365d (the AWS maximum execution time)"))]
+    #[schemars(length(max = limits::DURATION_MAX_LEN))]
+    #[x_kube(validation = duration_rule("stepFunctions.maxRunTime"))]
+    #[x_kube(validation = duration_bound(&format!("{} <= 31536000", cel_seconds("self")), "stepFunctions.maxRunTime must be at most 365d (the AWS maximum execution time)"))]
     pub max_run_time: String,
 
     /// Execution statuses to redrive (subset of FAILED, TIMED_OUT, ABORTED; default FAILED,
@@ -203,6 +297,8 @@ pub struct StepFunctionsTarget {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.pipelines) && size(self.pipelines) > 0) || has(self.selector)").message("set at least one of codePipeline.pipelines or codePipeline.selector"))]
+// There are no ARNs in a CodePipeline spec: the region alone decides the partition.
+#[x_kube(validation = role_partition_rule("codePipeline", ""))]
 pub struct CodePipelineTarget {
     /// AWS region of the pipelines, e.g. eu-west-1.
     #[schemars(pattern(limits::REGION), length(max = 32))]
@@ -219,6 +315,7 @@ pub struct CodePipelineTarget {
         length(max = limits::MAX_WORKFLOWS),
         inner(pattern(limits::PIPELINE_NAME), length(max = 100))
     )]
+    #[x_kube(validation = unique_rule(limits::MAX_WORKFLOWS, "codePipeline.pipelines must not repeat a name"))]
     pub pipelines: Vec<String>,
 
     /// Select pipelines by name and tags (costs ListPipelines and ListTagsForResource calls,
@@ -229,6 +326,7 @@ pub struct CodePipelineTarget {
     /// Stage names or globs (e.g. Deploy*) to retry; default every stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_GLOBS), inner(length(min = 1, max = 100)))]
+    #[x_kube(validation = unique_rule(limits::MAX_GLOBS, "codePipeline.stages must not repeat a glob"))]
     pub stages: Vec<String>,
 
     /// Stage statuses to retry: Failed (default), and optionally Stopped.
@@ -266,7 +364,7 @@ pub struct FlowServiceTarget {
         length(max = limits::MAX_WORKFLOWS),
         inner(pattern(limits::FLOW_ID), length(max = 64))
     )]
-    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g == f))").message("flowService.flows must not repeat a flow id"))]
+    #[x_kube(validation = unique_rule(limits::MAX_WORKFLOWS, "flowService.flows must not repeat a flow id"))]
     pub flows: Vec<String>,
 
     /// Select dataflows by name (costs GET /flows calls, cached between polls).
@@ -294,6 +392,7 @@ pub struct SecretReference {
 pub struct FlowSelector {
     /// Regular expression (RE2 syntax) matched against the dataflow name.
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = regex_rule("flowService.selector.nameRegex"))]
     pub name_regex: String,
 }
 
@@ -305,6 +404,7 @@ pub struct PipelineSelector {
     /// Regular expression (RE2 syntax) matched against the pipeline name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = regex_rule("codePipeline.selector.nameRegex"))]
     pub name_regex: Option<String>,
 
     /// Tags that the pipeline must carry, all of them, with these exact values.
@@ -361,6 +461,7 @@ pub struct StateMachineSelector {
     /// Regular expression (RE2 syntax) matched against the state machine name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = regex_rule("stepFunctions.selector.nameRegex"))]
     pub name_regex: Option<String>,
 
     /// Tags that the state machine must carry, all of them, with these exact values.
@@ -410,45 +511,51 @@ pub struct ErrorFilter {
     /// Redrive only executions whose error name matches one of these globs (e.g. Lambda.*).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_GLOBS), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = unique_rule(limits::MAX_GLOBS, "errors.include must not repeat a glob"))]
     pub include: Vec<String>,
 
     /// Never redrive executions whose error name matches one of these globs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_GLOBS), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = unique_rule(limits::MAX_GLOBS, "errors.exclude must not repeat a glob"))]
     pub exclude: Vec<String>,
 
     /// Redrive only executions whose cause matches this regular expression (RE2 syntax).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = regex_rule("errors.causeRegex"))]
     pub cause_regex: Option<String>,
 }
 
 /// Age window since the execution stopped.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(concat!("!has(self.minAge) || !has(self.maxAge) || ", cel_seconds!("self.minAge"), " < ", cel_seconds!("self.maxAge"))).message("window.minAge must be shorter than window.maxAge"))]
+#[x_kube(validation = Rule::new(format!("!has(self.minAge) || !has(self.maxAge) || {}", cel_if_durations(&["self.minAge", "self.maxAge"], &format!("{} < {}", cel_seconds("self.minAge"), cel_seconds("self.maxAge"))))).message("window.minAge must be shorter than window.maxAge"))]
 pub struct Window {
     /// Leave failures alone until they are this old (gives humans and other tools a head start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(limits::DURATION), length(max = 8))]
+    #[schemars(length(max = limits::DURATION_MAX_LEN))]
+    #[x_kube(validation = duration_rule("window.minAge"))]
     pub min_age: Option<String>,
 
     /// Ignore failures older than this. At most 14d for Step Functions (AWS refuses to redrive
     /// an execution more than 14 days after it stopped), 365d otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(limits::DURATION), length(max = 8))]
-    #[x_kube(validation = Rule::new(concat!(cel_seconds!("self"), " <= 31536000")).message("window.maxAge must be at most 365d"))]
+    #[schemars(length(max = limits::DURATION_MAX_LEN))]
+    #[x_kube(validation = duration_rule("window.maxAge"))]
+    #[x_kube(validation = duration_bound(&format!("{} <= 31536000", cel_seconds("self")), "window.maxAge must be at most 365d"))]
     pub max_age: Option<String>,
 }
 
 /// Exponential backoff between a failure and the next redrive.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(concat!(cel_seconds!("self.initial"), " <= ", cel_seconds!("self.max"))).message("backoff.initial must not exceed backoff.max"))]
+#[x_kube(validation = Rule::new(cel_if_durations(&["self.initial", "self.max"], &format!("{} <= {}", cel_seconds("self.initial"), cel_seconds("self.max")))).message("backoff.initial must not exceed backoff.max"))]
 pub struct Backoff {
     /// Wait before the first redrive, counted from the stop date.
     #[serde(default = "default_backoff_initial")]
-    #[schemars(pattern(limits::DURATION), length(max = 8))]
+    #[schemars(length(max = limits::DURATION_MAX_LEN))]
+    #[x_kube(validation = duration_rule("backoff.initial"))]
     pub initial: String,
 
     /// Multiplier applied per earlier redrive (wait = initial * factor^redriveCount).
@@ -458,7 +565,8 @@ pub struct Backoff {
 
     /// Upper bound of the wait.
     #[serde(default = "default_backoff_max")]
-    #[schemars(pattern(limits::DURATION), length(max = 8))]
+    #[schemars(length(max = limits::DURATION_MAX_LEN))]
+    #[x_kube(validation = duration_rule("backoff.max"))]
     pub max: String,
 
     /// Spread (0 to 1) applied to each wait, deterministic per execution and attempt.
@@ -626,4 +734,107 @@ pub fn crd_yaml() -> String {
     let crd = RedrivePolicy::crd();
     let body = serde_saphyr::to_string(&crd).expect("the CRD serializes to YAML");
     format!("# Generated by `redrive-operator crd` from src/crd.rs. Do not edit by hand.\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_duration;
+
+    #[test]
+    fn the_duration_pattern_fits_in_a_cel_string_literal() {
+        assert!(
+            !DURATION_PATTERN.contains(['\'', '\\']),
+            "{DURATION_PATTERN}"
+        );
+    }
+
+    /// Which of the CEL rules that compare two durations fail, evaluated client-side (kube's CEL,
+    /// the rules the API server runs; tests/control_plane.rs runs them on a real one).
+    fn failing_rules(min_age: &str, max_age: &str) -> Vec<String> {
+        let doc = serde_json::json!({
+            "apiVersion": "redrive.dev/v1alpha1",
+            "kind": "RedrivePolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "stepFunctions": {
+                    "region": "eu-west-1",
+                    "stateMachines": ["arn:aws:states:eu-west-1:123456789012:stateMachine:orders"]
+                },
+                "window": {"minAge": min_age, "maxAge": max_age},
+                "backoff": {"initial": min_age, "max": max_age},
+            }
+        });
+        let obj: RedrivePolicy = serde_json::from_value(doc).unwrap();
+        match obj.validate_cel() {
+            Ok(()) => vec![],
+            Err(errors) => errors.into_iter().map(|e| e.message.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn cel_seconds_agrees_with_parse_duration() {
+        // Each evaluation compiles every rule: compare each sample with a few pivots only.
+        let samples = [
+            "0s",
+            "59s",
+            "1m",
+            "90s",
+            "1m30s",
+            "89m59s",
+            "1h30m0s",
+            "1h30m1s",
+            "5400s",
+            "23h59m",
+            "1440m",
+            "2d12h",
+            "13d23h59m59s",
+            "336h",
+            "14d0h0m1s",
+            "1209601s",
+            "9999999d9999999h9999999m9999999s",
+        ];
+        let pivots = ["90m", "1d", "14d"];
+        let pairs = samples
+            .iter()
+            .flat_map(|s| pivots.iter().flat_map(move |p| [(*s, *p), (*p, *s)]));
+        for (min, max) in pairs {
+            let (a, b) = (
+                parse_duration("a", min).unwrap(),
+                parse_duration("b", max).unwrap(),
+            );
+            let failing = failing_rules(min, max);
+            let has = |m: &str| failing.iter().any(|f| f.contains(m));
+            assert_eq!(
+                has("window.minAge must be shorter than window.maxAge"),
+                a >= b,
+                "{min} < {max}: {failing:?}"
+            );
+            assert_eq!(
+                has("backoff.initial must not exceed backoff.max"),
+                a > b,
+                "{min} <= {max}: {failing:?}"
+            );
+            assert_eq!(
+                has("window.maxAge must be at most 14d"),
+                b.as_secs() > 14 * 86_400,
+                "{max}: {failing:?}"
+            );
+            assert!(
+                !failing.iter().any(|f| f.contains("evaluation")),
+                "{failing:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_duration_is_reported_once_with_the_accepted_forms() {
+        let expected = ["backoff.initial", "window.minAge"]
+            .map(|f| format!("{f} must be a duration: {}", limits::DURATION_HELP));
+        for bad in ["1m1h", "1h1h", "1.5h", "90", "500ms", ""] {
+            let mut failing = failing_rules(bad, "1h");
+            failing.sort();
+            assert_eq!(failing, expected, "{bad:?}");
+        }
+    }
 }

@@ -17,11 +17,13 @@ pub mod admin;
 pub mod api;
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod crd;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod engine;
+pub mod events;
 pub mod leader;
 pub mod ledger;
 pub mod local;

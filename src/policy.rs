@@ -29,8 +29,9 @@ pub const AWS_REDRIVE_PERIOD: Duration = Duration::from_secs(14 * 86_400);
 pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
 
 use crate::api::limits::{
-    FLOW_ID, MAX_GLOBS, MAX_SELECTOR_TAGS, MAX_WORKFLOWS, OBJECT_NAME, PIPELINE_NAME, REGION,
-    ROLE_ARN, SANDBOX_NAME, STATE_MACHINE_ARN,
+    DURATION, DURATION_HELP, DURATION_MAX_LEN, DURATION_UNITS, FLOW_ID, MAX_GLOBS,
+    MAX_POLL_INTERVAL_SECS, MAX_SELECTOR_TAGS, MAX_WORKFLOWS, MIN_POLL_INTERVAL_SECS, OBJECT_NAME,
+    PIPELINE_NAME, REGION, ROLE_ARN, SANDBOX_NAME, STATE_MACHINE_ARN, partition_of,
 };
 
 /// Default `window.maxAge` of Flow Service policies: re-ingesting data weeks old is rarely
@@ -293,8 +294,13 @@ impl Policy {
         let errors = match &spec.errors {
             None => None,
             Some(e) => Some(ErrorFilter {
-                include: compile_globs("spec.errors.include", &e.include)?,
-                exclude: compile_globs("spec.errors.exclude", &e.exclude)?,
+                // compile_globs bounds the length first: the repeat check is quadratic.
+                include: compile_globs("spec.errors.include", &e.include).and_then(|g| {
+                    no_repeats("spec.errors.include", &e.include, "a glob").map(|()| g)
+                })?,
+                exclude: compile_globs("spec.errors.exclude", &e.exclude).and_then(|g| {
+                    no_repeats("spec.errors.exclude", &e.exclude, "a glob").map(|()| g)
+                })?,
                 cause_regex: e
                     .cause_regex
                     .as_deref()
@@ -393,8 +399,14 @@ impl Policy {
         }
 
         let poll_interval = parse_duration("spec.pollInterval", &spec.poll_interval)?;
-        if poll_interval < Duration::from_secs(10) {
+        if poll_interval < Duration::from_secs(MIN_POLL_INTERVAL_SECS) {
             return Err(SpecError::new("spec.pollInterval", "must be at least 10s"));
+        }
+        if poll_interval > Duration::from_secs(MAX_POLL_INTERVAL_SECS) {
+            return Err(SpecError::new(
+                "spec.pollInterval",
+                "must be at most 24h: the poll is how failures are found, and a longer interval lets them wait days",
+            ));
         }
 
         Ok(Self {
@@ -413,6 +425,52 @@ impl Policy {
             max_running_redriven: budget.max_running_redriven,
             poll_interval,
         })
+    }
+
+    /// Valid but self-defeating settings, one message each, naming the fields: for a status
+    /// condition (and `plan` output). Empty for a sensible policy. Pure: depends on the spec only.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // A failure is eligible while its age is in [minAge, maxAge); polls `pollInterval` apart
+        // can step over a window that is not longer than the interval.
+        let width = self.max_age.saturating_sub(self.min_age);
+        if self.poll_interval >= width {
+            let window = if self.min_age.is_zero() {
+                format!("window.maxAge ({})", format_duration(self.max_age))
+            } else {
+                format!(
+                    "the window (window.maxAge {} - window.minAge {} = {})",
+                    format_duration(self.max_age),
+                    format_duration(self.min_age),
+                    format_duration(width)
+                )
+            };
+            out.push(format!(
+                "spec.pollInterval ({}) is not shorter than {window}: a failure can leave the window between two polls and never be redriven; shorten pollInterval or lengthen window.maxAge",
+                format_duration(self.poll_interval)
+            ));
+        }
+        // The first redrive waits backoff.initial from the stop date (less the jitter).
+        if let Some(b) = &self.backoff {
+            let earliest = b.initial.mul_f64(1.0 - b.jitter);
+            if earliest >= self.max_age {
+                let initial = if b.jitter > 0.0 {
+                    format!(
+                        "{}, at least {} with jitter {}",
+                        format_duration(b.initial),
+                        format_duration(earliest),
+                        b.jitter
+                    )
+                } else {
+                    format_duration(b.initial)
+                };
+                out.push(format!(
+                    "spec.backoff.initial ({initial}) is not shorter than window.maxAge ({}): no failure becomes due for its first redrive before it leaves the window",
+                    format_duration(self.max_age)
+                ));
+            }
+        }
+        out
     }
 
     /// Whether deciding on a candidate needs its error and cause (one DescribeExecution each).
@@ -531,6 +589,16 @@ fn distinct<T: Copy + Ord>(
     Ok(listed.to_vec())
 }
 
+/// How partitions follow regions, for messages (the CRD's rules say the same).
+const PARTITION_HELP: &str = "arn:aws-cn: for cn-* regions, arn:aws-us-gov: for us-gov-*, arn:aws-iso*: for the ISO regions, arn:aws: for every other region";
+
+/// Whether `arn` is in `partition` (`arn:PARTITION:...`).
+fn in_partition(arn: &str, partition: &str) -> bool {
+    arn.strip_prefix("arn:")
+        .and_then(|rest| rest.strip_prefix(partition))
+        .is_some_and(|rest| rest.starts_with(':'))
+}
+
 fn region_and_role(member: &str, region: &str, role: Option<&str>) -> Result<(), SpecError> {
     check_pattern(
         &format!("spec.{member}.region"),
@@ -539,12 +607,41 @@ fn region_and_role(member: &str, region: &str, role: Option<&str>) -> Result<(),
         "an AWS region such as eu-west-1",
     )?;
     if let Some(role) = role {
+        let field = format!("spec.{member}.roleArn");
         check_pattern(
-            &format!("spec.{member}.roleArn"),
+            &field,
             role,
             ROLE_ARN,
             "an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
         )?;
+        let partition = partition_of(region);
+        if !in_partition(role, partition) {
+            let also = if member == "stepFunctions" {
+                " and of stepFunctions.stateMachines"
+            } else {
+                ""
+            };
+            return Err(SpecError::new(
+                field,
+                format!(
+                    "must be in the AWS partition of {member}.region{also}: {region:?} is in {partition:?} ({PARTITION_HELP})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// No value twice: the first repeat, named by its index. Quadratic: call it on lists whose
+/// length is already bounded.
+fn no_repeats(field: &str, values: &[String], what: &str) -> Result<(), SpecError> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            return Err(SpecError::new(
+                format!("{field}[{i}]"),
+                format!("must not repeat {what}"),
+            ));
+        }
     }
     Ok(())
 }
@@ -597,7 +694,22 @@ fn step_functions(sf: &StepFunctionsTarget) -> Result<StepFunctionsSpec, SpecErr
                 format!("ARN is not in stepFunctions.region {:?}", sf.region),
             ));
         }
+        let partition = partition_of(&sf.region);
+        if !in_partition(arn, partition) {
+            return Err(SpecError::new(
+                field,
+                format!(
+                    "ARN must be in the AWS partition of stepFunctions.region: {:?} is in {partition:?} ({PARTITION_HELP})",
+                    sf.region
+                ),
+            ));
+        }
     }
+    no_repeats(
+        "spec.stepFunctions.stateMachines",
+        &sf.state_machines,
+        "an ARN",
+    )?;
     let selector = sf
         .selector
         .as_ref()
@@ -641,6 +753,7 @@ fn code_pipeline(cp: &CodePipelineTarget) -> Result<CodePipelineSpec, SpecError>
             "a pipeline name (1 to 100 of A-Z a-z 0-9 . @ - _)",
         )?;
     }
+    no_repeats("spec.codePipeline.pipelines", &cp.pipelines, "a name")?;
     let selector = cp
         .selector
         .as_ref()
@@ -657,7 +770,9 @@ fn code_pipeline(cp: &CodePipelineTarget) -> Result<CodePipelineSpec, SpecError>
         role_arn: cp.role_arn.clone(),
         pipelines: cp.pipelines.clone(),
         selector,
-        stages: compile_globs("spec.codePipeline.stages", &cp.stages)?,
+        stages: compile_globs("spec.codePipeline.stages", &cp.stages).and_then(|g| {
+            no_repeats("spec.codePipeline.stages", &cp.stages, "a glob").map(|()| g)
+        })?,
         stage_patterns: cp.stages.clone(),
         retry_mode: cp.retry_mode,
     })
@@ -692,13 +807,8 @@ fn flow_service(fs: &FlowServiceTarget) -> Result<FlowServiceSpec, SpecError> {
             FLOW_ID,
             "a dataflow id (1 to 64 of A-Z a-z 0-9 - _)",
         )?;
-        if fs.flows[..i].contains(id) {
-            return Err(SpecError::new(
-                format!("spec.flowService.flows[{i}]"),
-                "must not repeat a flow id",
-            ));
-        }
     }
+    no_repeats("spec.flowService.flows", &fs.flows, "a flow id")?;
     let selector = fs
         .selector
         .as_ref()
@@ -719,37 +829,58 @@ fn flow_service(fs: &FlowServiceTarget) -> Result<FlowServiceSpec, SpecError> {
     })
 }
 
-/// Parse a duration in the CRD's format: one whole number and one unit of s, m, h or d.
+/// Parse a duration in the CRD's format ([`DURATION`]): Go-style compound durations with days,
+/// each of d, h, m, s at most once and in that order (`90s`, `1h30m`, `2d12h`). The value is the
+/// sum of the units, exactly as the CRD's CEL rules compute it (`crd::cel_seconds`).
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
-    let bad = || {
-        SpecError::new(
+    if value.len() > DURATION_MAX_LEN || !PATTERNS[DURATION].is_match(value) {
+        return Err(SpecError::new(
             field,
             format!(
-                "{value:?} is not a duration: use a whole number and one unit of s, m, h or d (e.g. 90s, 15m, 36h, 7d)"
+                "{:?} is not a duration: use {DURATION_HELP}",
+                truncate(value, 40)
             ),
-        )
-    };
-    let unit_at = value.len().checked_sub(1).ok_or_else(bad)?;
-    // A multi-byte last character ("5é") is not a unit; splitting inside it would panic.
-    let (number, unit) = value.split_at_checked(unit_at).ok_or_else(bad)?;
-    if number.is_empty() || number.len() > 7 || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+        ));
     }
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
-    };
+    // The pattern admits ASCII digits and unit letters only, at most 7 digits per unit.
+    let (mut secs, mut number) = (0u64, 0u64);
+    for c in value.chars() {
+        match c.to_digit(10) {
+            Some(d) => number = number * 10 + u64::from(d),
+            None => {
+                let (_, unit) = DURATION_UNITS
+                    .iter()
+                    .find(|(u, _)| *u == c)
+                    .expect("the pattern admits only duration units");
+                secs += number * unit;
+                number = 0;
+            }
+        }
+    }
     Ok(Duration::from_secs(secs))
+}
+
+/// A duration in the CRD's format, largest units first (`5400s` prints `1h30m`), for messages.
+pub fn format_duration(d: Duration) -> String {
+    let mut rest = d.as_secs();
+    let mut out = String::new();
+    for (unit, secs) in DURATION_UNITS {
+        if rest >= secs {
+            out.push_str(&format!("{}{unit}", rest / secs));
+            rest %= secs;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
 }
 
 /// The constant patterns, compiled once.
 static PATTERNS: std::sync::LazyLock<std::collections::HashMap<&'static str, Regex>> =
     std::sync::LazyLock::new(|| {
         [
+            DURATION,
             STATE_MACHINE_ARN,
             ROLE_ARN,
             REGION,
@@ -844,39 +975,337 @@ fn last_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{
+        Backoff, CodePipelineTarget, ErrorFilter as ErrorFilterSpec, FlowSelector,
+        PipelineSelector, SecretReference, StateMachineSelector, Window,
+    };
+
+    const SM: &str = "arn:aws:states:eu-west-1:123456789012:stateMachine:orders";
+
+    fn spec() -> RedrivePolicySpec {
+        serde_json::from_value(serde_json::json!({
+            "stepFunctions": {"region": "eu-west-1", "stateMachines": [SM]},
+            "window": {"minAge": "2m", "maxAge": "7d"},
+        }))
+        .unwrap()
+    }
+
+    fn cp_spec() -> RedrivePolicySpec {
+        let mut s = spec();
+        s.step_functions = None;
+        s.code_pipeline = Some(CodePipelineTarget {
+            region: "eu-west-1".into(),
+            role_arn: None,
+            pipelines: vec!["web".into()],
+            selector: None,
+            stages: vec![],
+            statuses: None,
+            retry_mode: RetryMode::FailedActions,
+        });
+        s
+    }
+
+    fn check(s: &RedrivePolicySpec) -> Result<Policy, SpecError> {
+        Policy::from_spec(
+            PolicyId {
+                namespace: "ns".into(),
+                name: "p".into(),
+            },
+            s,
+        )
+    }
+
+    fn err(s: &RedrivePolicySpec) -> SpecError {
+        check(s).expect_err("the spec must be refused")
+    }
 
     #[test]
     fn durations_follow_the_crd_pattern() {
-        assert_eq!(parse_duration("f", "90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(
-            parse_duration("f", "15m").unwrap(),
-            Duration::from_secs(900)
-        );
-        assert_eq!(
-            parse_duration("f", "36h").unwrap(),
-            Duration::from_secs(36 * 3600)
-        );
-        assert_eq!(
-            parse_duration("f", "7d").unwrap(),
-            Duration::from_secs(7 * 86_400)
-        );
+        for (text, secs) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("36h", 36 * 3600),
+            ("7d", 7 * 86_400),
+            ("0s", 0),
+            ("1h30m", 5400),
+            ("1h30m0s", 5400),
+            ("90m", 5400),
+            ("2d12h", 60 * 3600),
+            ("1d2h3m4s", 86_400 + 7200 + 180 + 4),
+            ("1h90m", 9000),
+            ("01m", 60),
+            ("13d23h59m59s", 14 * 86_400 - 1),
+            (
+                "9999999d9999999h9999999m9999999s",
+                9_999_999 * (86_400 + 3600 + 60 + 1),
+            ),
+        ] {
+            assert_eq!(
+                parse_duration("f", text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+        }
         for bad in [
             "",
             "d",
             "1",
-            "1h30m",
+            "h1",
+            "1m1h",
+            "1h1h",
+            "1d1d",
+            "1s1m",
+            "1h 30m",
             "1.5h",
             "-1m",
+            "+1m",
             "1w",
+            "500ms",
+            "1us",
             " 1m",
+            "1m ",
             "12345678s",
+            "1h12345678m",
             "１m",
             "5é",
             "😀",
+            "1H",
+            "99999999999999999999999999999999s",
         ] {
             let err = parse_duration("spec.window.maxAge", bad).unwrap_err();
             assert_eq!(err.field, "spec.window.maxAge", "{bad:?}");
             assert!(err.message.contains("not a duration"), "{bad:?}: {err}");
+            assert!(err.message.contains("1h30m, 2d12h"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn format_duration_is_the_inverse_of_parse_duration() {
+        for (secs, text) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (5400, "1h30m"),
+            (86_400 * 2 + 43_200, "2d12h"),
+            (86_400 + 1, "1d1s"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration("f", text).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn compound_durations_mean_the_same_in_every_rule() {
+        let mut s = spec();
+        s.window = Some(Window {
+            min_age: Some("1h30m".into()),
+            max_age: Some("1h".into()),
+        });
+        let e = err(&s);
+        assert_eq!(e.field, "spec.window.minAge");
+        assert!(e.message.contains("shorter than window.maxAge"), "{e}");
+        s.window = Some(Window {
+            min_age: Some("90m".into()),
+            max_age: Some("1h30m".into()),
+        });
+        assert_eq!(err(&s).field, "spec.window.minAge", "equal is not shorter");
+        s.window = Some(Window {
+            min_age: Some("1h30m".into()),
+            max_age: Some("13d23h59m59s".into()),
+        });
+        let p = check(&s).unwrap();
+        assert_eq!(p.min_age, Duration::from_secs(5400));
+        s.window = Some(Window {
+            min_age: None,
+            max_age: Some("14d0h0m1s".into()),
+        });
+        assert!(err(&s).message.contains("at most 14d"));
+        s.window = None;
+        s.backoff = Some(Backoff {
+            initial: "1h0m1s".into(),
+            max: "1h".into(),
+            ..Backoff::default()
+        });
+        assert_eq!(err(&s).field, "spec.backoff.initial");
+    }
+
+    #[test]
+    fn poll_interval_is_bounded_at_24h() {
+        let mut s = spec();
+        for ok in ["10s", "24h", "23h59m59s", "1d", "1m30s"] {
+            s.poll_interval = ok.into();
+            assert!(check(&s).is_ok(), "{ok}");
+        }
+        for bad in ["400d", "24h0m1s", "2d", "9s", "0m9s"] {
+            s.poll_interval = bad.into();
+            let e = err(&s);
+            assert_eq!(e.field, "spec.pollInterval", "{bad}");
+            assert!(e.message.contains("must be at"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn lists_must_not_repeat() {
+        let mut s = spec();
+        s.step_functions.as_mut().unwrap().state_machines = vec![SM.into(), SM.into()];
+        let e = err(&s);
+        assert_eq!(e.field, "spec.stepFunctions.stateMachines[1]");
+        assert_eq!(e.message, "must not repeat an ARN");
+
+        let mut s = spec();
+        s.errors = Some(ErrorFilterSpec {
+            include: vec!["Lambda.*".into(), "X".into(), "Lambda.*".into()],
+            ..ErrorFilterSpec::default()
+        });
+        assert_eq!(err(&s).field, "spec.errors.include[2]");
+        s.errors = Some(ErrorFilterSpec {
+            exclude: vec!["X".into(), "X".into()],
+            ..ErrorFilterSpec::default()
+        });
+        assert_eq!(err(&s).field, "spec.errors.exclude[1]");
+
+        let mut s = cp_spec();
+        s.code_pipeline.as_mut().unwrap().pipelines = vec!["web".into(), "web".into()];
+        assert_eq!(err(&s).field, "spec.codePipeline.pipelines[1]");
+        let mut s = cp_spec();
+        s.code_pipeline.as_mut().unwrap().stages = vec!["Deploy*".into(), "Deploy*".into()];
+        assert_eq!(err(&s).field, "spec.codePipeline.stages[1]");
+
+        let mut s = spec();
+        s.step_functions = None;
+        s.flow_service = Some(FlowServiceTarget {
+            sandbox: "prod".into(),
+            credentials_secret_ref: SecretReference { name: "aep".into() },
+            flows: vec!["f1".into(), "f1".into()],
+            selector: None,
+            include_empty_success: false,
+        });
+        let e = err(&s);
+        assert_eq!(e.field, "spec.flowService.flows[1]");
+        assert_eq!(e.message, "must not repeat a flow id");
+    }
+
+    #[test]
+    fn roles_and_state_machines_stay_in_the_partition_of_the_region() {
+        assert_eq!(partition_of("eu-west-1"), "aws");
+        assert_eq!(partition_of("cn-north-1"), "aws-cn");
+        assert_eq!(partition_of("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition_of("us-isob-east-1"), "aws-iso-b");
+        assert!(!in_partition("arn:aws-cn:iam::1:role/r", "aws"));
+        assert!(!in_partition("arn:awsx:iam::1:role/r", "aws"));
+        assert!(in_partition("arn:aws:iam::1:role/r", "aws"));
+
+        let mut s = spec();
+        s.step_functions.as_mut().unwrap().role_arn =
+            Some("arn:aws-cn:iam::123456789012:role/r".into());
+        let e = err(&s);
+        assert_eq!(e.field, "spec.stepFunctions.roleArn");
+        assert!(e.message.contains("partition"), "{e}");
+
+        let sf = s.step_functions.as_mut().unwrap();
+        sf.role_arn = None;
+        sf.state_machines = vec![SM.replace("arn:aws:", "arn:aws-cn:")];
+        let e = err(&s);
+        assert_eq!(e.field, "spec.stepFunctions.stateMachines[0]");
+        assert!(e.message.contains("partition"), "{e}");
+
+        let sf = s.step_functions.as_mut().unwrap();
+        sf.region = "cn-north-1".into();
+        sf.role_arn = Some("arn:aws-cn:iam::123456789012:role/r".into());
+        sf.state_machines =
+            vec!["arn:aws-cn:states:cn-north-1:123456789012:stateMachine:orders".into()];
+        check(&s).expect("a consistent aws-cn policy");
+
+        let mut s = cp_spec();
+        let cp = s.code_pipeline.as_mut().unwrap();
+        cp.region = "cn-north-1".into();
+        cp.role_arn = Some("arn:aws:iam::123456789012:role/r".into());
+        let e = err(&s);
+        assert_eq!(e.field, "spec.codePipeline.roleArn");
+        assert!(e.message.contains("\"aws-cn\""), "{e}");
+        s.code_pipeline.as_mut().unwrap().role_arn =
+            Some("arn:aws-cn:iam::123456789012:role/r".into());
+        check(&s).expect("a consistent aws-cn pipeline policy");
+    }
+
+    #[test]
+    fn invalid_regexes_name_their_field() {
+        let mut s = spec();
+        s.step_functions.as_mut().unwrap().selector = Some(StateMachineSelector {
+            name_regex: Some("(unclosed".into()),
+            tags: BTreeMap::new(),
+        });
+        assert_eq!(err(&s).field, "spec.stepFunctions.selector.nameRegex");
+        let mut s = cp_spec();
+        s.code_pipeline.as_mut().unwrap().selector = Some(PipelineSelector {
+            name_regex: Some("[z-a]".into()),
+            tags: BTreeMap::new(),
+        });
+        assert_eq!(err(&s).field, "spec.codePipeline.selector.nameRegex");
+        let mut s = spec();
+        s.step_functions = None;
+        s.flow_service = Some(FlowServiceTarget {
+            sandbox: "prod".into(),
+            credentials_secret_ref: SecretReference { name: "aep".into() },
+            flows: vec![],
+            selector: Some(FlowSelector {
+                name_regex: "*bad".into(),
+            }),
+            include_empty_success: false,
+        });
+        assert_eq!(err(&s).field, "spec.flowService.selector.nameRegex");
+    }
+
+    #[test]
+    fn warnings_name_the_fields_of_a_self_defeating_policy() {
+        let mut s = spec();
+        assert_eq!(check(&s).unwrap().warnings(), Vec::<String>::new());
+        s.window = Some(Window {
+            min_age: None,
+            max_age: Some("1h".into()),
+        });
+        s.poll_interval = "1h".into();
+        assert_eq!(
+            check(&s).unwrap().warnings(),
+            [
+                "spec.pollInterval (1h) is not shorter than window.maxAge (1h): a failure can leave the window between two polls and never be redriven; shorten pollInterval or lengthen window.maxAge"
+            ]
+        );
+        s.window = Some(Window {
+            min_age: Some("40m".into()),
+            max_age: Some("1h".into()),
+        });
+        s.poll_interval = "30m".into();
+        let w = check(&s).unwrap().warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("(window.maxAge 1h - window.minAge 40m = 20m)"),
+            "{w:?}"
+        );
+        // The default window (14d for Step Functions) counts too.
+        s.window = None;
+        s.poll_interval = "24h".into();
+        assert_eq!(check(&s).unwrap().warnings(), Vec::<String>::new());
+
+        s.window = Some(Window {
+            min_age: None,
+            max_age: Some("1d".into()),
+        });
+        s.poll_interval = "1m".into();
+        s.backoff = Some(Backoff {
+            initial: "2d".into(),
+            max: "2d".into(),
+            jitter: 0.25,
+            ..Backoff::default()
+        });
+        assert_eq!(
+            check(&s).unwrap().warnings(),
+            [
+                "spec.backoff.initial (2d, at least 1d12h with jitter 0.25) is not shorter than window.maxAge (1d): no failure becomes due for its first redrive before it leaves the window"
+            ]
+        );
+        s.backoff.as_mut().unwrap().jitter = 0.6;
+        assert_eq!(check(&s).unwrap().warnings(), Vec::<String>::new());
     }
 }

@@ -152,9 +152,11 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
         }
     };
     if let Err(errors) = obj.validate_cel() {
+        // A rule that cannot evaluate (e.g. `matches` on an invalid regex) is reported by
+        // Policy::from_resource below in the operator's own words: keep only real rejections.
         let first = errors
             .into_iter()
-            .next()
+            .find(|e| !matches!(e.kind, kube::core::cel::ErrorKind::EvaluationError))
             .map(|e| {
                 format!(
                     "{}: {}",
@@ -165,9 +167,10 @@ pub fn parse_policy(doc: serde_json::Value) -> Result<Policy, (Option<String>, S
                     },
                     e.message
                 )
-            })
-            .unwrap_or_else(|| "CEL validation failed".into());
-        return fail(first);
+            });
+        if let Some(first) = first {
+            return fail(first);
+        }
     }
     Policy::from_resource(&obj).map_err(|e| (display.clone(), one_line(&e.to_string())))
 }

@@ -2,20 +2,29 @@
 //!
 //! Shared by local mode (`run -f`) and the in-cluster controller, so both take exactly the same
 //! decisions. Per-policy memory (rate bucket, details cache, totals) lives in [`PolicyState`].
+//!
+//! Two clocks (docs/reliability.md, "Clock skew"): the rules measured against the service's
+//! timestamps (windows, minAge, backoff, the service's own limits) are decided on the
+//! **service's** clock, `now + skew`, with the target's estimate of the skew
+//! ([`Target::clock_skew`], from the service's `Date` headers). Everything else stays on the
+//! operator's clock: the report's times, the waits it reports (converted back), the rate
+//! budget, the poll schedule, claim deadlines and ledger times.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
 use crate::admin::Health;
 use crate::aws::{AwsSettings, CallCounter};
+use crate::clock::shift;
 use crate::engine::{
     self, BudgetState, Candidate, Details, Plan, RateBucket, signed_duration as signed,
 };
+use crate::events::message::Hint;
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, PollSummary};
 use crate::policy::{Policy, PolicyId};
@@ -194,7 +203,8 @@ impl Context {
         }
     }
 
-    /// One poll of `policy` with its target: [`poll`] on whichever service it names.
+    /// One poll of `policy` with its target: [`poll_on_service_clock`] on whichever service it
+    /// names (`now` is the operator's clock).
     pub async fn poll(
         &self,
         policy: &Policy,
@@ -203,20 +213,48 @@ impl Context {
     ) -> Result<PollReport, PollError> {
         let concurrency = self.settings.concurrency;
         match self.target(policy).await {
-            AnyTarget::StepFunctions(t) => poll(t.as_ref(), policy, state, concurrency, now).await,
+            AnyTarget::StepFunctions(t) => {
+                poll_on_service_clock(t.as_ref(), policy, state, concurrency, now).await
+            }
             AnyTarget::CodePipeline(t) => {
-                let report = poll(t.as_ref(), policy, state, concurrency, now).await;
+                let report =
+                    poll_on_service_clock(t.as_ref(), policy, state, concurrency, now).await;
                 if report.is_ok() {
                     self.prune_ledger(policy).await;
                 }
                 report
             }
             AnyTarget::FlowService(t) => {
-                let report = poll(t.as_ref(), policy, state, concurrency, now).await;
+                let report =
+                    poll_on_service_clock(t.as_ref(), policy, state, concurrency, now).await;
                 if report.is_ok() {
                     self.prune_ledger(policy).await;
                 }
                 report
+            }
+        }
+    }
+}
+
+impl Context {
+    /// [`decide_hinted`] on whichever service the policy names.
+    pub async fn decide_hinted(
+        &self,
+        policy: &Policy,
+        state: &Mutex<PolicyState>,
+        hint: &Hint,
+        now: impl Fn() -> Timestamp,
+    ) -> Result<PollReport, PollError> {
+        let concurrency = self.settings.concurrency;
+        match self.target(policy).await {
+            AnyTarget::StepFunctions(t) => {
+                decide_hinted(t.as_ref(), policy, state, hint, concurrency, now).await
+            }
+            AnyTarget::CodePipeline(t) => {
+                decide_hinted(t.as_ref(), policy, state, hint, concurrency, now).await
+            }
+            AnyTarget::FlowService(t) => {
+                decide_hinted(t.as_ref(), policy, state, hint, concurrency, now).await
             }
         }
     }
@@ -274,6 +312,11 @@ pub struct PolicyState {
     /// (execution, redriveCount) already reported as exhausted; pruned to the last poll's
     /// candidates, so it stays bounded.
     exhausted: std::collections::HashSet<(String, u32)>,
+    /// The workflows the last full poll resolved: events are routed to the policy only for
+    /// these, and a hinted decision counts the concurrency cap over all of them.
+    pub workflows: Vec<String>,
+    /// Decisions taken for event hints (outside full polls).
+    pub hinted: u64,
 }
 
 impl PolicyState {
@@ -312,6 +355,12 @@ pub struct PollReport {
     /// Executions that reached maxRedrives and were not reported so by an earlier poll.
     pub newly_exhausted: Vec<(String, u32)>,
     pub next_poll: Timestamp,
+    /// The service's clock minus the operator's that this poll decided with (zero for
+    /// [`poll`], or when the target has no estimate).
+    pub clock_skew: SignedDuration,
+    /// A decision for one event hint, not a full poll (no listing; its counts are not the
+    /// policy's).
+    pub hinted: bool,
 }
 
 impl PollReport {
@@ -329,6 +378,8 @@ impl PollReport {
             actions: Vec::new(),
             newly_exhausted: Vec::new(),
             next_poll: now + signed(policy.poll_interval),
+            clock_skew: SignedDuration::ZERO,
+            hinted: false,
         }
     }
 
@@ -391,8 +442,9 @@ impl PollError {
     }
 }
 
-/// Run one poll of `policy` against `target`. With `force_dry_run` no redrive is ever called
-/// (the `plan` command).
+/// Run one poll of `policy` against `target`, deciding on `now` as given: the caller's clock is
+/// taken to be the service's (tests drive it with the emulator's clock). The operator itself
+/// polls with [`poll_on_service_clock`].
 pub async fn poll<T: Target>(
     target: &T,
     policy: &Policy,
@@ -400,14 +452,74 @@ pub async fn poll<T: Target>(
     concurrency: usize,
     now: impl Fn() -> Timestamp,
 ) -> Result<PollReport, PollError> {
+    poll_inner(target, policy, state, concurrency, now, false, None).await
+}
+
+/// Run one poll of `policy` against `target`. `now` is the operator's clock; the rules measured
+/// against the service's timestamps are decided on `now + target.clock_skew()`, read once per
+/// poll after discovery (so even a client's first poll uses its listing's `Date` headers).
+/// Waits in the report are converted back to the operator's clock.
+pub async fn poll_on_service_clock<T: Target>(
+    target: &T,
+    policy: &Policy,
+    state: &Mutex<PolicyState>,
+    concurrency: usize,
+    now: impl Fn() -> Timestamp,
+) -> Result<PollReport, PollError> {
+    poll_inner(target, policy, state, concurrency, now, true, None).await
+}
+
+/// Decide for the one run an event hint names, exactly as a poll would (same engine, budgets,
+/// tokens and claims), from one read of that run instead of a listing. The caller routed the
+/// hint to this policy because its last poll covered the hint's workflow.
+pub async fn decide_hinted<T: Target>(
+    target: &T,
+    policy: &Policy,
+    state: &Mutex<PolicyState>,
+    hint: &Hint,
+    concurrency: usize,
+    now: impl Fn() -> Timestamp,
+) -> Result<PollReport, PollError> {
+    poll_inner(target, policy, state, concurrency, now, true, Some(hint)).await
+}
+
+async fn poll_inner<T: Target>(
+    target: &T,
+    policy: &Policy,
+    state: &Mutex<PolicyState>,
+    concurrency: usize,
+    now: impl Fn() -> Timestamp,
+    service_clock: bool,
+    hint: Option<&Hint>,
+) -> Result<PollReport, PollError> {
     let started = now();
     let mut report = PollReport::empty(policy, started);
+    report.hinted = hint.is_some();
     if policy.suspend {
         // Suspended: no AWS call at all.
         return Ok(report);
     }
     let limits = target.limits();
-    let discovery = target.discover(policy, started).await?;
+    let discovery = match hint {
+        None => target.discover(policy, started).await?,
+        Some(h) => {
+            let workflows = state.lock().expect("policy state lock").workflows.clone();
+            let candidates = target.candidate_for(policy, h, started).await?;
+            crate::targets::Discovery {
+                workflows,
+                candidates: candidates.into_iter().collect(),
+                issues: Vec::new(),
+            }
+        }
+    };
+    let skew = if service_clock {
+        target.clock_skew()
+    } else {
+        SignedDuration::ZERO
+    };
+    report.clock_skew = skew;
+    // The service's now: what its stop dates, and the candidates' holds, are compared with.
+    let decide_at = shift(started, skew);
     report.workflows = discovery.workflows;
     report.issues = discovery.issues;
     let mut candidates: Vec<Candidate> = discovery.candidates;
@@ -424,7 +536,7 @@ pub async fn poll<T: Target>(
     let to_describe: Vec<usize> = candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| engine::needs_details(c, policy, started, &limits))
+        .filter(|(_, c)| engine::needs_details(c, policy, decide_at, &limits))
         .map(|(i, _)| i)
         .collect();
     let described: Vec<(usize, Result<Details, TargetError>)> = stream::iter(to_describe)
@@ -455,15 +567,25 @@ pub async fn poll<T: Target>(
             None => None,
         };
         let mut st = state.lock().expect("policy state lock");
+        // The bucket runs on the operator's clock; the engine compares its next token with
+        // the service's now.
         let (rate_available, rate_next_at) = st.rate_budget(policy, started);
         BudgetState {
             rate_available,
-            rate_next_at,
+            rate_next_at: rate_next_at.map(|t| shift(t, skew)),
             running_redriven: running,
         }
     };
 
-    let plan = engine::plan(&candidates, policy, started, &limits, &budget);
+    let mut plan = engine::plan(&candidates, policy, decide_at, &limits, &budget);
+    // Waits are reported (status, `plan`) and scheduled on the operator's clock.
+    if !skew.is_zero() {
+        for e in &mut plan.entries {
+            if let engine::Decision::Wait { until, .. } = &mut e.decision {
+                *until = shift(*until, -skew);
+            }
+        }
+    }
 
     let to_redrive: Vec<(Candidate, String)> = plan
         .redrives()
@@ -494,11 +616,18 @@ pub async fn poll<T: Target>(
 
     {
         let mut st = state.lock().expect("policy state lock");
-        st.polls += 1;
-        st.details = candidates
+        let fresh = candidates
             .iter()
-            .filter_map(|c| c.details.clone().map(|d| ((c.id.clone(), c.attempts), d)))
-            .collect();
+            .filter_map(|c| c.details.clone().map(|d| ((c.id.clone(), c.attempts), d)));
+        if report.hinted {
+            // One run: merge, never replace what the last full poll learnt.
+            st.hinted += 1;
+            st.details.extend(fresh);
+        } else {
+            st.polls += 1;
+            st.details = fresh.collect();
+            st.workflows = report.workflows.clone();
+        }
         for a in &actions {
             if matches!(a.result, Ok(RedriveOutcome::Redriven { .. })) {
                 st.redriven_total += 1;
@@ -522,7 +651,11 @@ pub async fn poll<T: Target>(
         let mut newly: Vec<(String, u32)> = exhausted.difference(&st.exhausted).cloned().collect();
         newly.sort();
         report.newly_exhausted = newly;
-        st.exhausted = exhausted;
+        if report.hinted {
+            st.exhausted.extend(exhausted);
+        } else {
+            st.exhausted = exhausted;
+        }
     }
 
     report.plan = plan;

@@ -87,7 +87,9 @@ async fn spec_errors_name_the_policy_and_the_field() {
         (
             "regex",
             policy_yaml("bad-regex", &["orders"], "  errors:\n    causeRegex: \"(unclosed\"\n"),
-            vec!["policy bad-regex", "spec.errors.causeRegex", "invalid regular expression"],
+            // Local mode runs the CRD's CEL rules first (kube's CEL, Rust regex) and policy.rs
+            // after: either names the field and the parser's reason.
+            vec!["policy bad-regex", "spec.errors.causeRegex", "unclosed group"],
         ),
         (
             "max-age",
@@ -96,8 +98,31 @@ async fn spec_errors_name_the_policy_and_the_field() {
         ),
         (
             "duration",
-            policy_yaml("bad-duration", &["orders"], "  pollInterval: 1h30m\n"),
-            vec!["policy bad-duration", "spec.pollInterval"],
+            policy_yaml("bad-duration", &["orders"], "  pollInterval: 30m1h\n"),
+            vec!["policy bad-duration", "spec.pollInterval", "must be a duration", "1h30m, 2d12h"],
+        ),
+        (
+            "poll-interval",
+            policy_yaml("slow-poll", &["orders"], "  pollInterval: 400d\n"),
+            vec!["policy slow-poll", "spec.pollInterval", "must be at most 24h"],
+        ),
+        (
+            "compound-window",
+            policy_yaml("compound-window", &["orders"], "  window: {minAge: 1h30m, maxAge: 1h}\n"),
+            vec!["policy compound-window", "window.minAge must be shorter than window.maxAge"],
+        ),
+        (
+            "repeated-arn",
+            policy_yaml("repeated-arn", &["orders", "orders"], ""),
+            vec!["policy repeated-arn", "spec.stepFunctions.stateMachines", "must not repeat an ARN"],
+        ),
+        (
+            "partition",
+            policy_yaml("partition", &["orders"], "").replace(
+                "    region: us-east-1\n",
+                "    region: us-east-1\n    roleArn: arn:aws-cn:iam::123456789012:role/r\n",
+            ),
+            vec!["policy partition", "spec.stepFunctions.roleArn", "partition"],
         ),
         (
             "type",
@@ -272,5 +297,40 @@ async fn run_keeps_going_for_the_valid_policies() {
         redriven_executions(&handle).len(),
         2,
         "the valid policy redrove its executions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compound_durations_are_accepted_in_local_mode() {
+    let handle = emulator::start(EmulatorConfig::default(), scenario())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "p.yaml",
+        &policy_yaml(
+            "compound",
+            &["orders"],
+            "  window: {minAge: 1m30s, maxAge: 2d12h}\n  backoff: {initial: 90s, max: 1h30m}\n  pollInterval: 1m30s\n",
+        ),
+    );
+    let run = operator(
+        &[
+            "plan",
+            "-f",
+            file.to_str().unwrap(),
+            "--endpoint-url",
+            &handle.endpoint,
+        ],
+        LIMIT,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.error_lines().is_empty(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("compound: 2 executions"),
+        "{}",
+        run.stdout
     );
 }

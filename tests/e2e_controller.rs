@@ -152,9 +152,9 @@ async fn the_api_server_rejects_invalid_policies_with_the_crd_messages() {
             "pollInterval must be at least 10s",
         ),
         (
-            "duration with two units",
-            json!({"pollInterval": "1h30m"}),
-            "spec.pollInterval",
+            "duration with units out of order",
+            json!({"pollInterval": "1m1h"}),
+            "pollInterval must be a duration",
         ),
         (
             "jitter above 1",
@@ -303,6 +303,7 @@ async fn a_policy_is_reconciled_and_follows_edits_suspend_dry_run_and_deletion()
         "EXHAUSTED",
         "LAST POLL",
         "READY",
+        "REASON",
         "AGE",
     ] {
         assert!(header.contains(col), "missing column {col}: {table}");
@@ -324,7 +325,13 @@ async fn a_policy_is_reconciled_and_follows_edits_suspend_dry_run_and_deletion()
         out.contains("\"Redriven\"").then_some(out)
     })
     .await;
-    assert!(events.contains("redrove 6 execution(s)"), "{events}");
+    // The note stays true for every poll a series aggregates: no counts or samples in it (issue
+    // 13: a series once read "x2 … redrove 181" after a poll that redrove 21).
+    assert!(
+        events.contains("redrove failed executions of this policy; which and how many: status.recent and status.counts.redriven"),
+        "{events}"
+    );
+    assert!(!events.contains("redrove 6"), "{events}");
 
     // 2. The executions fail again at once (redriveRunTime 0): maxRedrives 1 exhausts them.
     wait_until(WAIT, "an Exhausted event", &diag, || async {
@@ -489,12 +496,28 @@ async fn one_bad_policy_never_stalls_the_others() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     c.kubectl_ok(["create", "namespace", "mixed"]);
-    // Regex syntax is checked by the operator (CEL cannot): admitted, then reported.
+    // The API server's CEL rejects regexes Go's RE2 cannot compile; one that RE2 accepts and
+    // the operator's Rust engine does not (`\Q…\E` quoting) is admitted, then reported.
     let bad = policy_doc(
         "mixed",
         "bad-regex",
         &["orders"],
+        json!({"errors": {"causeRegex": "\\Q(\\E"}}),
+    );
+    // And a plainly invalid one never gets in.
+    let unclosed = policy_doc(
+        "mixed",
+        "unclosed-regex",
+        &["orders"],
         json!({"errors": {"causeRegex": "(unclosed"}}),
+    );
+    let refused = kubectl_apply(&c, &unclosed);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("errors.causeRegex must be a valid regular expression"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
     let good = policy_doc("mixed", "good", &["orders"], json!({}));
     assert!(kubectl_apply(&c, &bad).status.success());

@@ -523,6 +523,17 @@ async fn bad_input_is_reported_and_the_rest_works() {
     create_secret(c, ns, "aep", CLIENT_SECRET);
     apply_ok(c, &policy(ns, "good", "aep", &flows, json!({})));
     apply_ok(c, &policy(ns, "no-secret", "missing", &flows, json!({})));
+    // Valid but self-defeating: a failure can leave the window between two polls.
+    apply_ok(
+        c,
+        &policy(
+            ns,
+            "slow",
+            "aep",
+            &flows,
+            json!({"pollInterval": "1h", "window": {"maxAge": "1h"}}),
+        ),
+    );
     apply_ok(
         c,
         &policy(
@@ -560,18 +571,33 @@ async fn bad_input_is_reported_and_the_rest_works() {
     let seen = wait_for(Duration::from_secs(40), || async {
         let missing = status(c, ns, "no-secret");
         let unknown = status(c, ns, "unknown-flow");
+        let slow = condition(&status(c, ns, "slow"), "Warning");
         (messages(&missing).contains("missing")
             && messages(&missing).contains("credentialsSecretRef")
             && condition(&missing, "Ready")["status"] == "False"
-            && messages(&unknown).contains("no-such-flow"))
+            && messages(&unknown).contains("no-such-flow")
+            && slow["status"] == "True"
+            && slow["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("spec.pollInterval")))
         .then_some(())
     })
     .await;
     assert!(
         seen.is_some(),
-        "no-secret: {:#}\nunknown-flow: {:#}",
+        "no-secret: {:#}\nunknown-flow: {:#}\nslow: {:#}",
         status(c, ns, "no-secret"),
-        status(c, ns, "unknown-flow")
+        status(c, ns, "unknown-flow"),
+        status(c, ns, "slow")
+    );
+    let table = c.kubectl_ok(["get", "rdp", "-n", ns]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("no-secret"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("False") && row.contains("Credentials"),
+        "the table tells the story: {table}"
     );
     assert!(!op.logs().contains(CLIENT_SECRET));
     op.kill9();

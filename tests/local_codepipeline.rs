@@ -311,6 +311,23 @@ async fn unassumable_roles_and_invalid_retry_modes_are_reported_clearly() {
             && l.contains("credentials")),
         "{errors:#?}"
     );
+    // One clean line (issue 13): the service's code and message, no SDK wrapper texts and no
+    // Rust debug output.
+    let role_line = errors.iter().find(|l| l.contains("with-role")).unwrap();
+    for noise in [
+        "dispatch failure",
+        "other:",
+        "Error {",
+        "unhandled error",
+        "service error",
+    ] {
+        assert!(!role_line.contains(noise), "{noise:?} in {role_line}");
+    }
+    assert!(
+        role_line.contains("could not get credentials"),
+        "{role_line}"
+    );
+    eprintln!("MESSAGE unassumable role: {role_line}");
     assert!(
         errors
             .iter()

@@ -360,7 +360,7 @@ pub async fn reconcile(
             let next_in = until(Timestamp::now(), report.next_poll);
             ctx.polls
                 .observe_poll(&policy, &Ok(report.clone()), started.elapsed(), next_in);
-            let status = status::polled_status(old, generation, false, &report);
+            let status = status::polled_status(old, generation, false, &report, &policy.warnings());
             ctx.write_status(&ns, &name, old, &status).await?;
             {
                 let mut sched = entry.schedule.lock().expect("schedule lock");
@@ -410,21 +410,6 @@ pub async fn reconcile(
     }
 }
 
-/// A few names for an event note: "a, b, c and 12 more".
-fn sample(names: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let short: Vec<&str> = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| crate::output::short_name(n))
-        .collect();
-    if names.len() > SHOWN {
-        format!("{} and {} more", short.join(", "), names.len() - SHOWN)
-    } else {
-        short.join(", ")
-    }
-}
-
 async fn publish_poll_events(
     ctx: &Ctx,
     reference: &ObjectReference,
@@ -438,27 +423,21 @@ async fn publish_poll_events(
         .filter(|a| matches!(a.result, Ok(RedriveOutcome::Redriven { .. })))
         .map(|a| a.run.clone())
         .collect();
+    // Events with the same reason become one series that keeps its first note (events.k8s.io
+    // series, kube's Recorder), so notes carry no counts or samples: they must stay true for
+    // every poll the series counts. Per-poll counts are in status.counts and the metrics.
+    let runs = policy.kind().runs_noun();
     if !redriven.is_empty() {
         let note = format!(
-            "redrove {} execution(s): {}",
-            redriven.len(),
-            sample(&redriven)
+            "redrove failed {runs} of this policy; which and how many: status.recent and status.counts.redriven"
         );
         ctx.event(reference, EventType::Normal, "Redriven", "Redrive", note)
             .await;
     }
-    let failed: Vec<String> = report
-        .actions
-        .iter()
-        .filter_map(|a| {
-            a.result
-                .as_ref()
-                .err()
-                .map(|e| format!("{}: {e}", crate::output::short_name(&a.run)))
-        })
-        .collect();
-    if !failed.is_empty() {
-        let note = format!("{} redrive(s) failed; first: {}", failed.len(), failed[0]);
+    if report.actions.iter().any(|a| a.result.is_err()) {
+        let note =
+            "redrive calls of this policy failed; the latest error is in the Degraded condition"
+                .to_string();
         ctx.event(
             reference,
             EventType::Warning,
@@ -469,34 +448,26 @@ async fn publish_poll_events(
         .await;
     }
     if !newly_exhausted.is_empty() {
-        let names: Vec<String> = newly_exhausted.iter().map(|(id, _)| id.clone()).collect();
         let note = format!(
-            "{} execution(s) reached maxRedrives={}: {}",
-            names.len(),
-            policy.max_redrives,
-            sample(&names)
+            "{runs} of this policy reached maxRedrives={} and are left alone; how many: status.counts.exhausted",
+            policy.max_redrives
         );
         ctx.event(reference, EventType::Warning, "Exhausted", "Redrive", note)
             .await;
     }
-    let denied: Vec<String> = report
-        .errors()
-        .into_iter()
-        .filter(|e| {
-            matches!(
-                e.category,
-                ErrorCategory::AccessDenied | ErrorCategory::Credentials
-            )
-        })
-        .map(|e| e.to_string())
-        .collect();
-    if let Some(first) = denied.first() {
+    let denied = report.errors().into_iter().any(|e| {
+        matches!(
+            e.category,
+            ErrorCategory::AccessDenied | ErrorCategory::Credentials
+        )
+    });
+    if denied {
         ctx.event(
             reference,
             EventType::Warning,
             "AccessDenied",
             "Poll",
-            format!("{} call(s) denied; first: {first}", denied.len()),
+            "calls of this policy were denied or had no valid credentials; the latest error is in the Degraded condition".to_string(),
         )
         .await;
     }

@@ -17,6 +17,8 @@ use crate::targets::{RedriveOutcome, WorkflowIssue};
 pub const READY: &str = "Ready";
 pub const SUSPENDED: &str = "Suspended";
 pub const DEGRADED: &str = "Degraded";
+/// Spec combinations that are valid but defeat the policy (see `Policy::warnings`).
+pub const WARNING: &str = "Warning";
 
 /// Set (or add) a condition; keep `lastTransitionTime` unless the status flips.
 pub fn set_condition(
@@ -134,6 +136,7 @@ pub fn polled_status(
     generation: Option<i64>,
     suspended: bool,
     report: &PollReport,
+    warnings: &[String],
 ) -> RedrivePolicyStatus {
     let now = report.finished;
     let mut status = old.cloned().unwrap_or_default();
@@ -235,7 +238,12 @@ pub fn polled_status(
         }
         Some(first) => {
             let reason = reason_of_category(first.category.as_str());
-            let msg = format!("{} error(s) in the last poll; first: {first}", errors.len());
+            let msg = format!(
+                "{} error(s) in the last poll; first: {}; {}",
+                errors.len(),
+                first_error_in_context(report),
+                first.category.hint()
+            );
             // Ready stays true when the poll ran and only some calls failed: the policy works.
             // When it reached none of its workflows (every one failed), it does nothing: not
             // ready, with the error's reason.
@@ -243,7 +251,7 @@ pub fn polled_status(
                 && report
                     .issues
                     .iter()
-                    .any(|(_, i)| matches!(i, crate::targets::WorkflowIssue::Failed(_)));
+                    .any(|(_, i)| matches!(i, WorkflowIssue::Failed(_)));
             let (ready, ready_reason) = if reached_none {
                 (false, reason.as_str())
             } else {
@@ -269,7 +277,48 @@ pub fn polled_status(
             );
         }
     }
+    // Spec combinations the API server accepts but that defeat the policy's purpose (e.g. a
+    // poll interval as long as the window): a condition of their own, never Ready=False.
+    set_condition(
+        &mut status.conditions,
+        WARNING,
+        !warnings.is_empty(),
+        if warnings.is_empty() {
+            "NoWarnings"
+        } else {
+            "SpecWarning"
+        },
+        &warnings.join("; "),
+        generation,
+        now,
+    );
     status
+}
+
+/// The poll's first error, naming what the operator was doing: the workflow a listing failed
+/// for, or the run an action failed on.
+pub fn first_error_in_context(report: &PollReport) -> String {
+    let noun = report.target.workflow_noun();
+    if let Some((wf, e)) = report.issues.iter().find_map(|(wf, i)| match i {
+        WorkflowIssue::Failed(e) => Some((wf, e)),
+        WorkflowIssue::Skipped(_) => None,
+    }) {
+        return format!("{noun} {}: {e}", crate::output::short_name(wf));
+    }
+    if let Some((run, e)) = report.describe_errors.first() {
+        return format!("run {}: {e}", crate::output::short_name(run));
+    }
+    if let Some(e) = &report.budget_error {
+        return format!("counting running redriven runs: {e}");
+    }
+    match report
+        .actions
+        .iter()
+        .find_map(|a| a.result.as_ref().err().map(|e| (&a.run, e)))
+    {
+        Some((run, e)) => format!("redriving {}: {e}", crate::output::short_name(run)),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

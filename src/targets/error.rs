@@ -52,6 +52,27 @@ impl ErrorCategory {
     }
 }
 
+impl ErrorCategory {
+    /// What a user should check, for status conditions and events.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ErrorCategory::Throttled => "the service is rate limiting; retried automatically",
+            ErrorCategory::AccessDenied => {
+                "check the permissions of the role or client (docs/iam.md)"
+            }
+            ErrorCategory::NotFound => "check the names and ids in the policy's spec",
+            ErrorCategory::Invalid => "check the policy's spec",
+            ErrorCategory::Unsupported => "the service cannot do this for this workflow",
+            ErrorCategory::LimitExceeded => "a service quota is full; retried at the next poll",
+            ErrorCategory::Transient => "retried at the next poll",
+            ErrorCategory::Credentials => {
+                "check the role's trust policy (ExternalId = the policy's namespace) or the credentials Secret"
+            }
+            ErrorCategory::Unexpected => "see the operator's logs at debug level",
+        }
+    }
+}
+
 impl fmt::Display for ErrorCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -120,13 +141,24 @@ impl TargetError {
                     ErrorCategory::Transient
                 };
                 let detail = source_chain(err);
+                tracing::debug!(api, error = %detail, "AWS call failed (full error chain)");
                 // Credential provider failures surface as dispatch failures of the user kind.
-                let category = if detail.contains("credential") {
-                    ErrorCategory::Credentials
-                } else {
-                    category
-                };
-                Self::new(api, category, format!("{kind}: {}", clip(&detail)))
+                if detail.contains("credential") {
+                    let (code, message) = readable(&detail);
+                    return Self {
+                        api,
+                        category: ErrorCategory::Credentials,
+                        code,
+                        message: clip(&format!("could not get credentials: {message}")),
+                    };
+                }
+                let (code, message) = readable(&detail);
+                Self {
+                    api,
+                    category,
+                    code,
+                    message: clip(&format!("{kind}: {message}")),
+                }
             }
             SdkError::ResponseError(ctx) => Self::new(
                 api,
@@ -135,16 +167,23 @@ impl TargetError {
             ),
             SdkError::ConstructionFailure(_) => {
                 let detail = source_chain(err);
-                let category = if detail.contains("credential") {
-                    ErrorCategory::Credentials
+                tracing::debug!(api, error = %detail, "AWS call failed (full error chain)");
+                let (code, message) = readable(&detail);
+                if detail.contains("credential") {
+                    Self {
+                        api,
+                        category: ErrorCategory::Credentials,
+                        code,
+                        message: clip(&format!("could not get credentials: {message}")),
+                    }
                 } else {
-                    ErrorCategory::Unexpected
-                };
-                Self::new(
-                    api,
-                    category,
-                    format!("request could not be built: {}", clip(&detail)),
-                )
+                    Self {
+                        api,
+                        category: ErrorCategory::Unexpected,
+                        code,
+                        message: clip(&format!("request could not be built: {message}")),
+                    }
+                }
             }
             other => Self::new(api, ErrorCategory::Unexpected, clip(&other.to_string())),
         }
@@ -207,21 +246,93 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Keep messages one line and bounded: they end up in status conditions and events.
+/// Wrapper texts of the SDK's error chain that tell a user nothing.
+const NOISE: [&str; 8] = [
+    "dispatch failure",
+    "other",
+    "service error",
+    "io error",
+    "an error occurred while loading credentials",
+    "failed to load credentials",
+    "provider error",
+    "unexpected credentials error",
+];
+
+/// One readable line from an SDK error chain, and the innermost service error code when the
+/// chain carries one (e.g. STS `AccessDenied` while assuming a role): the SDK's wrapper texts
+/// and Rust `Debug` output (`Error { code: "…", message: "…", … }`) are dropped.
+pub(crate) fn readable(chain: &str) -> (Option<String>, String) {
+    static INNER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"code: "([^"]{1,128})", message: "((?:[^"\\]|\\.){0,2000})""#)
+            .expect("constant pattern compiles")
+    });
+    if let Some(m) = INNER.captures(chain) {
+        let code = m[1].to_string();
+        let message = m[2].replace("\\\"", "\"");
+        return (Some(code.clone()), format!("{code}: {message}"));
+    }
+    let parts: Vec<&str> = chain
+        .split(": ")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter(|p| !NOISE.contains(&p.to_ascii_lowercase().as_str()))
+        .filter(|p| !p.starts_with("unhandled error"))
+        .filter(|p| !p.contains(" { "))
+        .collect();
+    let mut kept: Vec<&str> = Vec::new();
+    for p in parts {
+        if kept.last() != Some(&p) {
+            kept.push(p);
+        }
+    }
+    (None, kept.join(": "))
+}
+
+/// Longest message kept in status conditions and events.
+const MAX_MESSAGE: usize = 300;
+
+/// Keep messages one line and bounded: they end up in status conditions and events. Cut at a
+/// word boundary.
 pub(crate) fn clip(s: &str) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 300 {
-        let mut t: String = one_line.chars().take(300).collect();
-        t.push('…');
-        t
-    } else {
-        one_line
+    if one_line.chars().count() <= MAX_MESSAGE {
+        return one_line;
     }
+    let head: String = one_line.chars().take(MAX_MESSAGE).collect();
+    let cut = match head.rfind(' ') {
+        Some(i) if i > MAX_MESSAGE / 2 => &head[..i],
+        _ => head.as_str(),
+    };
+    format!("{}…", cut.trim_end_matches([',', ';', ':']))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdk_chains_become_one_readable_line() {
+        let chain = r#"dispatch failure: other: an error occurred while loading credentials: service error: unhandled error (AccessDenied): Error { code: "AccessDenied", message: "User: arn:aws:sts::123456789012:assumed-role/op/x is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role/team-a", aws_request_id: "1" }"#;
+        let (code, message) = readable(chain);
+        assert_eq!(code.as_deref(), Some("AccessDenied"));
+        assert_eq!(
+            message,
+            "AccessDenied: User: arn:aws:sts::123456789012:assumed-role/op/x is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role/team-a"
+        );
+        let (code, message) =
+            readable("dispatch failure: io error: connection refused (os error 111)");
+        assert_eq!(code, None);
+        assert_eq!(message, "connection refused (os error 111)");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_word() {
+        let long = "word ".repeat(100);
+        let c = clip(&long);
+        assert!(c.ends_with("word…"), "{c}");
+        assert!(c.chars().count() <= MAX_MESSAGE + 1);
+        assert_eq!(clip("short  text\nhere"), "short text here");
+    }
 
     #[test]
     fn codes_map_to_categories() {

@@ -12,7 +12,7 @@ pub mod stepfunctions;
 
 use std::future::Future;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 pub use error::{ErrorCategory, TargetError};
 
@@ -88,7 +88,20 @@ pub trait Target: Send + Sync {
         Idempotency::ServiceToken
     }
 
+    /// The service's clock minus the operator's, as estimated from the service's answers
+    /// ([`crate::clock`]); zero when unknown. [`crate::reconcile`] decides on
+    /// `now + clock_skew()`.
+    fn clock_skew(&self) -> SignedDuration {
+        SignedDuration::ZERO
+    }
+
     /// Resolve the policy's workflows and list their failed runs (cheap calls only).
+    ///
+    /// `now` is the operator's clock: compare it with ledger times (claim deadlines) as is, and
+    /// add [`Target::clock_skew`] before comparing it with the service's timestamps. Candidate
+    /// timestamps are the service's, as it reported them; a candidate's `hold` is on the
+    /// service's clock too (the engine compares it with the service's now), so a hold derived
+    /// from a ledger time gets the skew added.
     fn discover(
         &self,
         policy: &Policy,
@@ -106,6 +119,22 @@ pub trait Target: Send + Sync {
         &self,
         workflows: &[String],
     ) -> impl Future<Output = Result<u32, TargetError>> + Send;
+
+    /// The candidate for the one run an event names, read from the service with this
+    /// target's credentials (Step Functions: one DescribeExecution; CodePipeline: one
+    /// GetPipelineState), or `None` when the service says it is not a failed run of the hinted
+    /// workflow (running again, succeeded, unknown, another workflow's). The caller has
+    /// checked that the policy covers the workflow; nothing else in the hint is trusted.
+    /// The default: the target reads no events (every hint is dropped as not a candidate).
+    fn candidate_for(
+        &self,
+        policy: &Policy,
+        hint: &crate::events::message::Hint,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<Candidate>, TargetError>> + Send {
+        let _ = (policy, hint, now);
+        std::future::ready(Ok(None))
+    }
 
     /// Redrive one run with the engine's key: the client token ([`Idempotency::ServiceToken`]),
     /// or the name of the attempt's ledger record, claimed before acting ([`Idempotency::Ledger`]).

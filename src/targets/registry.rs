@@ -18,6 +18,7 @@ use super::flowservice::platform::Platform;
 use super::flowservice::{AdobeSettings, FlowService, FlowServiceSettings};
 use super::stepfunctions::StepFunctions;
 use crate::aws::{AwsSettings, CallCounter, codepipeline_client, sdk_config, sfn_client};
+use crate::clock::ServiceClock;
 use crate::ledger::Ledger;
 use crate::policy::{Policy, PolicyId, TargetKind};
 
@@ -138,30 +139,50 @@ impl TargetRegistry {
         // Per account and region (the scope of AWS's buckets): the role, or the default chain.
         let account = policy.role_arn().unwrap_or("default-credentials");
         match policy.kind() {
-            TargetKind::StepFunctions => AnyTarget::StepFunctions(Arc::new(StepFunctions::new(
-                sfn_client(&config, &self.calls),
-                &format!("redrive-sfn/{region}/{account}"),
-                self.settings.discovery_ttl,
-            ))),
-            TargetKind::CodePipeline => AnyTarget::CodePipeline(Arc::new(CodePipeline::new(
-                codepipeline_client(&config, &self.calls),
-                &format!("redrive-codepipeline/{region}/{account}"),
-                CodePipelineSettings {
-                    discovery_ttl: self.settings.discovery_ttl,
-                    // Local-mode policies have no namespace; their records are kept under `local`.
-                    namespace: external_id(&policy.id),
-                    holder: self.settings.holder.clone(),
-                    ledger: self.settings.ledger.clone(),
-                    operation_timeout: self.settings.aws.operation_timeout,
-                },
-            ))),
+            TargetKind::StepFunctions => {
+                let key = format!("redrive-sfn/{region}/{account}");
+                // One estimate of the service's clock per client, fed by all its API clients.
+                let clock = ServiceClock::new(&key);
+                AnyTarget::StepFunctions(Arc::new(
+                    StepFunctions::new(
+                        sfn_client(&config, &self.calls, &clock),
+                        &key,
+                        self.settings.discovery_ttl,
+                    )
+                    .with_clock(clock),
+                ))
+            }
+            TargetKind::CodePipeline => {
+                let key = format!("redrive-codepipeline/{region}/{account}");
+                let clock = ServiceClock::new(&key);
+                AnyTarget::CodePipeline(Arc::new(
+                    CodePipeline::new(
+                        codepipeline_client(&config, &self.calls, &clock),
+                        &key,
+                        self.codepipeline_settings(policy),
+                    )
+                    .with_clock(clock),
+                ))
+            }
             TargetKind::FlowService => self.build_flowservice(policy),
+        }
+    }
+
+    fn codepipeline_settings(&self, policy: &Policy) -> CodePipelineSettings {
+        CodePipelineSettings {
+            discovery_ttl: self.settings.discovery_ttl,
+            // Local-mode policies have no namespace; their records are kept under `local`.
+            namespace: external_id(&policy.id),
+            holder: self.settings.holder.clone(),
+            ledger: self.settings.ledger.clone(),
+            operation_timeout: self.settings.aws.operation_timeout,
         }
     }
 
     fn build_flowservice(&self, policy: &Policy) -> AnyTarget {
         let (sandbox, secret) = policy.client_scope();
-        // One HTTP client per adapter: a 429's Retry-After is honoured per credentials.
+        // One HTTP client per adapter: a 429's Retry-After is honoured per credentials, and the
+        // Platform keeps its own estimate of Adobe's clock (Platform::clock).
         let http = Http::new(self.settings.aws.operation_timeout, self.calls.clone());
         let platform = Platform::new(
             http,

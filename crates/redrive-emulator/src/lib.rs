@@ -33,6 +33,7 @@ pub mod events;
 pub mod flowservice;
 mod history;
 mod model;
+pub mod moto;
 mod scenario;
 mod server;
 mod state;
@@ -235,6 +236,11 @@ impl EmulatorHandle {
     /// Move the emulated clock forward (also refills throttling buckets).
     pub fn advance_clock(&self, d: Duration) {
         self.state.advance_clock(d)
+    }
+    /// Move the emulated clock backward: a service whose clock is behind its clients'. Every
+    /// answer's `Date` header is the emulated clock.
+    pub fn rewind_clock(&self, d: Duration) {
+        self.state.rewind_clock(d)
     }
     /// Replace the fault configuration.
     pub fn set_faults(&self, f: FaultConfig) {

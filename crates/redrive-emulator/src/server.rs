@@ -221,7 +221,24 @@ pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
         )
         .merge(crate::flowservice::router())
         .fallback(not_found)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            date_header,
+        ))
         .with_state(state)
+}
+
+/// Every answer's `Date` is the emulated clock, as AWS and Adobe answer with theirs: clients
+/// that estimate clock skew from it (the SDKs for signing, the operator for ages) see the
+/// emulator's offset.
+async fn date_header(State(st): State<Arc<EmulatorState>>, mut r: Response) -> Response {
+    let date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&st.now());
+    if let Ok(v) = date.map(|d| HeaderValue::from_str(&d))
+        && let Ok(v) = v
+    {
+        r.headers_mut().insert(header::DATE, v);
+    }
+    r
 }
 
 fn aws_response(status: u16, body: Vec<u8>, content_type: &'static str) -> Response {
@@ -477,7 +494,7 @@ async fn stats(State(st): State<Arc<EmulatorState>>) -> Response {
 }
 
 async fn clock(State(st): State<Arc<EmulatorState>>) -> Response {
-    json_ok(json!({"now": st.now(), "offsetSeconds": st.clock_offset().as_secs_f64()}))
+    json_ok(json!({"now": st.now(), "offsetSeconds": st.clock_offset_signed().as_secs_f64()}))
 }
 
 #[derive(Deserialize)]
@@ -495,10 +512,17 @@ async fn advance_clock(State(st): State<Arc<EmulatorState>>, body: Bytes) -> Res
             );
         }
     };
-    match Duration::try_from_secs_f64(a.seconds) {
+    // Negative seconds move the clock back (a service behind its clients).
+    match Duration::try_from_secs_f64(a.seconds.abs()) {
         Ok(d) => {
-            st.advance_clock(d);
-            json_ok(json!({"now": st.now(), "offsetSeconds": st.clock_offset().as_secs_f64()}))
+            if a.seconds < 0.0 {
+                st.rewind_clock(d);
+            } else {
+                st.advance_clock(d);
+            }
+            json_ok(
+                json!({"now": st.now(), "offsetSeconds": st.clock_offset_signed().as_secs_f64()}),
+            )
         }
         Err(e) => json_err(StatusCode::BAD_REQUEST, format!("invalid seconds: {e}")),
     }

@@ -327,6 +327,18 @@ impl EmulatorState {
         }
     }
 
+    /// Move the emulated clock backward (a service whose clock is behind its clients'). What
+    /// already happened keeps its times; scheduled changes wait for the clock to reach them.
+    pub fn rewind_clock(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        self.clock_offset_ms.fetch_sub(ms, Ordering::SeqCst);
+    }
+
+    /// Offset of the emulated clock from real time, negative when behind.
+    pub fn clock_offset_signed(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_millis(self.clock_offset_ms.load(Ordering::SeqCst))
+    }
+
     /// Resolve every time-driven change due by now in the Step Functions and CodePipeline
     /// models (what every request does first), so their events are published without one.
     pub fn settle_models(&self) {

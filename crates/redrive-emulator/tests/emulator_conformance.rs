@@ -1592,6 +1592,62 @@ async fn raw_wire_format() {
     h2.shutdown().await;
 }
 
+/// Every answer's `Date` header is the emulated clock (what clients estimate skew from), and
+/// the clock moves back as well as forward.
+#[tokio::test]
+async fn the_date_header_is_the_emulated_clock_ahead_or_behind() {
+    let (h, _c) = emu(Scenario::new()).await;
+    let date_of = |headers: &[(String, String)]| -> jiff::Timestamp {
+        let d = &headers
+            .iter()
+            .find(|(k, _)| k == "date")
+            .expect("a Date header")
+            .1;
+        jiff::fmt::rfc2822::DateTimeParser::new()
+            .parse_timestamp(d)
+            .expect("an HTTP-date")
+    };
+    let skew = |date: jiff::Timestamp| date.duration_since(jiff::Timestamp::now()).as_secs_f64();
+    let (st, headers, _) = raw_http(&h.endpoint, "GET", "/_emulator/health", &[], "").await;
+    assert_eq!(st, 200);
+    assert!(skew(date_of(&headers)).abs() < 2.0, "{headers:?}");
+
+    h.advance_clock(Duration::from_secs(180));
+    let (_, headers, _) = raw_http(
+        &h.endpoint,
+        "POST",
+        "/",
+        &[
+            ("x-amz-target", "AWSStepFunctions.ListStateMachines"),
+            ("content-type", "application/x-amz-json-1.0"),
+            ("authorization", AUTH),
+        ],
+        "{}",
+    )
+    .await;
+    assert!((skew(date_of(&headers)) - 180.0).abs() < 2.0, "{headers:?}");
+
+    let (st, _, body) = raw_http(
+        &h.endpoint,
+        "POST",
+        "/_emulator/clock/advance",
+        &[],
+        r#"{"seconds": -360}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        (v["offsetSeconds"].as_f64().unwrap() + 180.0).abs() < 0.01,
+        "{body}"
+    );
+    let (_, headers, _) = raw_http(&h.endpoint, "GET", "/_emulator/clock", &[], "").await;
+    assert!((skew(date_of(&headers)) + 180.0).abs() < 2.0, "{headers:?}");
+    h.rewind_clock(Duration::from_secs(60));
+    assert!((h.now().duration_since(jiff::Timestamp::now()).as_secs_f64() + 240.0).abs() < 1.0);
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn admin_endpoints() {
     let sc = Scenario::new()

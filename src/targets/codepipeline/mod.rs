@@ -25,12 +25,13 @@ use aws_sdk_codepipeline::types::{
     ActionExecutionStatus, StageExecutionStatus, StageRetryMode, StageState,
 };
 use futures::{StreamExt, stream};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::{
     Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, ledger_error,
     not_this_target, outcome, to_timestamp,
 };
+use crate::clock::{ServiceClock, shift};
 use crate::crd::RetryMode;
 use crate::engine::{
     Candidate, Details, Idempotency, Reason, RunStatus, TargetLimits, signed_duration as signed,
@@ -115,6 +116,9 @@ impl ApiClients {
 /// The CodePipeline adapter for one (region, credentials, namespace).
 pub struct CodePipeline {
     clients: ApiClients,
+    /// The service's clock as its answers tell it (fed by the client's interceptor when built
+    /// with [`crate::aws::codepipeline_client`] and the same clock).
+    clock: ServiceClock,
     settings: CodePipelineSettings,
     names: Mutex<Option<Cached<Vec<String>>>>,
     tags: Mutex<HashMap<String, Cached<BTreeMap<String, String>>>>,
@@ -155,11 +159,18 @@ impl CodePipeline {
     ) -> Self {
         Self {
             clients: ApiClients::new(&client, partition_key),
+            clock: ServiceClock::new(partition_key),
             settings,
             names: Mutex::new(None),
             tags: Mutex::new(HashMap::new()),
             declarations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Use `clock`, the estimate the client's interceptor feeds, for [`Target::clock_skew`].
+    pub fn with_clock(mut self, clock: ServiceClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn all_pipeline_names(&self) -> Result<Vec<String>, TargetError> {
@@ -320,6 +331,8 @@ impl CodePipeline {
             .code_pipeline()
             .ok_or_else(|| not_this_target(policy))?;
         let state = self.state(pipeline).await?;
+        // Read after the call, so the first poll already has its answer's Date.
+        let skew = self.clock.skew();
         let stages = state.stage_states();
         let selected: Vec<&StageState> = stages
             .iter()
@@ -350,10 +363,19 @@ impl CodePipeline {
             .await?;
         let mut out: Vec<Candidate> = failing
             .into_iter()
-            .filter_map(|s| candidate(pipeline, s, &declaration, spec.retry_mode, policy, now))
+            .filter_map(|s| {
+                candidate(
+                    pipeline,
+                    s,
+                    &declaration,
+                    spec.retry_mode,
+                    policy,
+                    shift(now, skew),
+                )
+            })
             .collect();
         for c in &mut out {
-            self.apply_claim(c, policy, now).await;
+            self.apply_claim(c, policy, now, skew).await;
         }
         Ok(out)
     }
@@ -361,8 +383,15 @@ impl CodePipeline {
     /// What the ledger already says about a candidate's next attempt, so that `plan` and the
     /// status show it (the claim still decides when acting): a live claim of someone else is
     /// `InDoubt` until its deadline, a settled one `AlreadyClaimed`. An unreadable ledger
-    /// changes nothing here.
-    async fn apply_claim(&self, c: &mut Candidate, policy: &Policy, now: Timestamp) {
+    /// changes nothing here. `now` and the records are on the operator's clock; the holds go on
+    /// the service's (`+ skew`), like the rest of the candidate.
+    async fn apply_claim(
+        &self,
+        c: &mut Candidate,
+        policy: &Policy,
+        now: Timestamp,
+        skew: SignedDuration,
+    ) {
         if c.hold.is_some() {
             return;
         }
@@ -372,10 +401,13 @@ impl CodePipeline {
         let key = attempt_key(&self.settings.namespace, c);
         match ledger.get(&key).await {
             Ok(Some(r)) if r.phase == Phase::Intent && now <= r.deadline => {
-                c.hold = Some((Reason::InDoubt, r.deadline));
+                c.hold = Some((Reason::InDoubt, shift(r.deadline, skew)));
             }
             Ok(Some(r)) if matches!(r.phase, Phase::Acted | Phase::NotActed) => {
-                c.hold = Some((Reason::AlreadyClaimed, now + signed(policy.poll_interval)));
+                c.hold = Some((
+                    Reason::AlreadyClaimed,
+                    shift(now, skew) + signed(policy.poll_interval),
+                ));
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(run = %c.id, error = %e, "attempt ledger not readable"),
@@ -602,6 +634,10 @@ impl Target for CodePipeline {
         Idempotency::Ledger
     }
 
+    fn clock_skew(&self) -> SignedDuration {
+        self.clock.skew()
+    }
+
     async fn discover(&self, policy: &Policy, now: Timestamp) -> Result<Discovery, TargetError> {
         let pipelines = self.resolve(policy).await?;
         let results: Vec<(String, Result<Vec<Candidate>, TargetError>)> = stream::iter(pipelines)
@@ -632,6 +668,29 @@ impl Target for CodePipeline {
             cause: None,
             redrivability: None,
         }))
+    }
+
+    async fn candidate_for(
+        &self,
+        policy: &Policy,
+        hint: &crate::events::message::Hint,
+        now: Timestamp,
+    ) -> Result<Option<Candidate>, TargetError> {
+        let crate::events::message::Hint::CodePipeline {
+            pipeline, stage, ..
+        } = hint
+        else {
+            return Ok(None);
+        };
+        // One GetPipelineState: the stage's live state decides, not the message (which may be
+        // stale, reordered or forged).
+        let found = match self.candidates_of(policy, pipeline, now).await {
+            Ok(c) => c,
+            Err(e) if e.category == ErrorCategory::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let prefix = format!("{pipeline}/{stage}/");
+        Ok(found.into_iter().find(|c| c.id.starts_with(&prefix)))
     }
 
     async fn running_redriven(&self, workflows: &[String]) -> Result<u32, TargetError> {
@@ -740,7 +799,7 @@ fn stage_status(s: &StageExecutionStatus) -> Option<RunStatus> {
 }
 
 /// The candidate for one failed (or stopped) stage. Pure: everything comes from GetPipelineState
-/// and the cached declaration.
+/// and the cached declaration. `now` is the service's clock (for missing timestamps and holds).
 fn candidate(
     pipeline: &str,
     s: &StageState,

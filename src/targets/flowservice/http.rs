@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::run::ErrorBody;
 use crate::aws::{AttemptResult, CallCounter};
+use crate::clock::ServiceClock;
 use crate::policy::TargetKind;
 use crate::targets::error::clip;
 use crate::targets::{ErrorCategory, TargetError};
@@ -100,6 +101,8 @@ pub struct Http {
     calls: CallCounter,
     /// No request before this instant (a 429's Retry-After).
     not_before: Arc<Mutex<Option<Instant>>>,
+    /// Fed with every answer's `Date` header (the service this client talks to).
+    clock: Option<ServiceClock>,
 }
 
 impl Http {
@@ -126,7 +129,21 @@ impl Http {
             timeout,
             calls,
             not_before: Arc::new(Mutex::new(None)),
+            clock: None,
         }
+    }
+
+    /// This client with every answer's `Date` header fed into `clock`.
+    pub fn with_clock(mut self, clock: ServiceClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// This client without a clock (for another service sharing its connections and
+    /// Retry-After state, e.g. IMS next to the Platform).
+    pub fn without_clock(mut self) -> Self {
+        self.clock = None;
+        self
     }
 
     /// Send one request; `Ok` for any HTTP answer (the caller classifies statuses), `Err` for no
@@ -201,6 +218,14 @@ impl Http {
             counted,
             Some(started.elapsed()),
         );
+        if let (Ok(r), Some(clock)) = (&result, &self.clock)
+            && let Some(date) = r
+                .headers
+                .get(hyper::header::DATE)
+                .and_then(|v| v.to_str().ok())
+        {
+            clock.observe_date_header(date);
+        }
         if let Ok(r) = &result
             && r.status == StatusCode::TOO_MANY_REQUESTS
         {

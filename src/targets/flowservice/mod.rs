@@ -34,6 +34,7 @@ use super::{
     Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, ledger_error,
     not_this_target, outcome,
 };
+use crate::clock::shift;
 use crate::engine::{
     Candidate, Details, Idempotency, Reason, TargetLimits, signed_duration as signed,
 };
@@ -263,7 +264,10 @@ impl FlowService {
         else {
             return Ok(records);
         };
-        let from = (oldest - signed(CLOCK_SKEW)).as_millisecond();
+        // Claims are on the operator's clock, runs' createdAt on Adobe's: compare them on Adobe's
+        // (CLOCK_SKEW still covers the estimate's error and the replicas' disagreement).
+        let skew = self.platform.clock().skew();
+        let from = (shift(oldest, skew) - signed(CLOCK_SKEW)).as_millisecond();
         let runs = self
             .platform
             .list_runs(
@@ -274,11 +278,29 @@ impl FlowService {
                 MAX_FAILED_RUNS,
             )
             .await?;
-        let pairs: Vec<(AttemptRecord, FlowRun)> =
-            adoptions(&records, &runs, &creds.client_id, now, CLOCK_SKEW)
-                .into_iter()
-                .map(|(r, run)| (r.clone(), run.clone()))
-                .collect();
+        let on_service_clock: Vec<AttemptRecord> = records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.intent_at = shift(r.intent_at, skew);
+                r.deadline = shift(r.deadline, skew);
+                r
+            })
+            .collect();
+        // Settled as stored (operator's clock), never as shifted.
+        let pairs: Vec<(AttemptRecord, FlowRun)> = adoptions(
+            &on_service_clock,
+            &runs,
+            &creds.client_id,
+            shift(now, skew),
+            CLOCK_SKEW,
+        )
+        .into_iter()
+        .filter_map(|(shifted, run)| {
+            let stored = records.iter().find(|r| r.name == shifted.name)?;
+            Some((stored.clone(), run.clone()))
+        })
+        .collect();
         for (record, run) in pairs {
             let outcome = Outcome {
                 code: Some("Adopted".into()),
@@ -318,7 +340,10 @@ impl FlowService {
         let spec = policy
             .flow_service()
             .ok_or_else(|| not_this_target(policy))?;
-        let lower = (now - signed(policy.max_age + LONGEST_RUN)).as_millisecond();
+        // createdAt is Adobe's clock.
+        let lower = (shift(now, self.platform.clock().skew())
+            - signed(policy.max_age + LONGEST_RUN))
+        .as_millisecond();
         let mut filters = vec![
             format!("flowId=={flow}"),
             "metrics.statusSummary.status==failed".into(),
@@ -398,9 +423,18 @@ impl FlowService {
             now,
             poll_interval: policy.poll_interval,
         };
+        // Lineage holds come from the ledger and `now` (the operator's clock); candidates' holds
+        // are on the service's clock, like their timestamps.
+        let skew = self.platform.clock().skew();
         Ok(lineage::candidates(&view)
             .into_iter()
             .filter(|c| platform::safe_id(&c.id))
+            .map(|mut c| {
+                if let Some((_, until)) = &mut c.hold {
+                    *until = shift(*until, skew);
+                }
+                c
+            })
             .collect())
     }
 
@@ -672,6 +706,10 @@ impl Target for FlowService {
         Idempotency::Ledger
     }
 
+    fn clock_skew(&self) -> jiff::SignedDuration {
+        self.platform.clock().skew()
+    }
+
     async fn discover(&self, policy: &Policy, now: Timestamp) -> Result<Discovery, TargetError> {
         let creds = self.credentials().await?;
         let (flows, issues) = self.resolve(policy, &creds).await?;
@@ -715,6 +753,9 @@ impl Target for FlowService {
             redrivability: None,
         }))
     }
+
+    // candidate_for: the default (no AWS event names a dataflow run; Adobe I/O Events webhooks
+    // are not consumed yet).
 
     async fn running_redriven(&self, workflows: &[String]) -> Result<u32, TargetError> {
         self.running_of(workflows).await

@@ -11,6 +11,7 @@ use super::credentials::Credentials;
 use super::http::{Http, Response};
 use super::ims::Ims;
 use super::run::{Flow, FlowPage, FlowRun, ReTriggered, RunPage};
+use crate::clock::ServiceClock;
 use crate::targets::{ErrorCategory, TargetError};
 
 /// Page size asked for when listing.
@@ -57,7 +58,9 @@ pub fn safe_id(id: &str) -> bool {
 
 /// The Platform client of one operator: base URL, IMS, and the re-trigger spelling.
 pub struct Platform {
+    /// Feeds [`Platform::clock`] (IMS answers do not: another service, another clock).
     http: Http,
+    clock: ServiceClock,
     base: String,
     ims: Ims,
     op: ReTriggerOp,
@@ -66,13 +69,21 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(http: Http, base: &str, ims_url: &str, op: ReTriggerOp, max_attempts: u32) -> Self {
+        let base = base.trim_end_matches('/').to_string();
+        let clock = ServiceClock::new(format!("flowservice {base}"));
         Self {
-            ims: Ims::new(http.clone(), ims_url.to_string()),
-            http,
-            base: base.trim_end_matches('/').to_string(),
+            ims: Ims::new(http.clone().without_clock(), ims_url.to_string()),
+            http: http.with_clock(clock.clone()),
+            clock,
+            base,
             op,
             max_attempts: max_attempts.max(1),
         }
+    }
+
+    /// The Platform's clock as its answers tell it.
+    pub fn clock(&self) -> &ServiceClock {
+        &self.clock
     }
 
     /// One authenticated call; a `401013` (token not valid any more) gets one fresh token.

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::config::retry::RetryPartition;
+use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
 use aws_sdk_sfn::types::{
     ExecutionRedriveFilter, ExecutionRedriveStatus, ExecutionStatus, StateMachineType,
 };
@@ -26,6 +27,7 @@ use super::{
     Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, not_this_target,
     to_timestamp,
 };
+use crate::clock::ServiceClock;
 use crate::engine::{Candidate, Details, Reason, Redrivability, RunStatus, TargetLimits};
 use crate::policy::{AWS_REDRIVE_PERIOD, Policy, TargetKind};
 
@@ -99,6 +101,9 @@ impl ApiClients {
 /// The Step Functions adapter for one (region, credentials) client.
 pub struct StepFunctions {
     clients: ApiClients,
+    /// The service's clock as its answers tell it (fed by the client's interceptor when built
+    /// with [`crate::aws::sfn_client`] and the same clock).
+    clock: ServiceClock,
     discovery_ttl: Duration,
     machines: Mutex<Option<Cached<Vec<StateMachineInfo>>>>,
     tags: Mutex<HashMap<String, Cached<BTreeMap<String, String>>>>,
@@ -111,10 +116,17 @@ impl StepFunctions {
     pub fn new(client: aws_sdk_sfn::Client, partition_key: &str, discovery_ttl: Duration) -> Self {
         Self {
             clients: ApiClients::new(&client, partition_key),
+            clock: ServiceClock::new(partition_key),
             discovery_ttl,
             machines: Mutex::new(None),
             tags: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Use `clock`, the estimate the client's interceptor feeds, for [`Target::clock_skew`].
+    pub fn with_clock(mut self, clock: ServiceClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn all_state_machines(&self) -> Result<Vec<StateMachineInfo>, TargetError> {
@@ -264,6 +276,16 @@ impl StepFunctions {
         }
     }
 
+    async fn describe_execution(&self, arn: &str) -> Result<DescribeExecutionOutput, TargetError> {
+        self.clients
+            .describe_execution
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .map_err(|e| TargetError::from_sdk("DescribeExecution", &e))
+    }
+
     async fn count_running_redriven(&self, sm: &str) -> Result<u32, TargetError> {
         let mut n = 0u32;
         let mut pages = self
@@ -293,8 +315,14 @@ impl Target for StepFunctions {
         LIMITS
     }
 
+    fn clock_skew(&self) -> SignedDuration {
+        self.clock.skew()
+    }
+
     async fn discover(&self, policy: &Policy, now: Timestamp) -> Result<Discovery, TargetError> {
         let (workflows, mut issues) = self.resolve(policy).await?;
+        // The lookback is compared with the service's startDates.
+        let now = crate::clock::shift(now, self.clock.skew());
         let max_run_time = policy
             .step_functions()
             .map(|s| s.max_run_time)
@@ -349,31 +377,63 @@ impl Target for StepFunctions {
     }
 
     async fn describe(&self, candidate: &Candidate) -> Result<Details, TargetError> {
-        let out = self
-            .clients
-            .describe_execution
-            .describe_execution()
-            .execution_arn(&candidate.id)
-            .send()
-            .await
-            .map_err(|e| TargetError::from_sdk("DescribeExecution", &e))?;
-        let redrivability = out.redrive_status().map(|s| match s {
-            ExecutionRedriveStatus::Redrivable => Redrivability::Redrivable,
-            ExecutionRedriveStatus::RedrivableByMapRun => Redrivability::ByMapRun,
-            ExecutionRedriveStatus::NotRedrivable => Redrivability::NotRedrivable(
-                out.redrive_status_reason()
-                    .unwrap_or("not redrivable")
-                    .to_string(),
-            ),
-            other => {
-                Redrivability::NotRedrivable(format!("unknown redriveStatus {}", other.as_str()))
+        let out = self.describe_execution(&candidate.id).await?;
+        Ok(details_of(&out))
+    }
+
+    async fn candidate_for(
+        &self,
+        _policy: &Policy,
+        hint: &crate::events::message::Hint,
+        _now: Timestamp,
+    ) -> Result<Option<Candidate>, TargetError> {
+        let crate::events::message::Hint::StepFunctions {
+            execution_arn,
+            state_machine_arn,
+            ..
+        } = hint
+        else {
+            return Ok(None);
+        };
+        let out = match self.describe_execution(execution_arn).await {
+            Ok(o) => o,
+            // A forged or stale hint: nothing to decide.
+            Err(e)
+                if e.category == ErrorCategory::NotFound
+                    || e.category == ErrorCategory::Invalid =>
+            {
+                return Ok(None);
             }
-        });
-        Ok(Details {
-            error: out.error().map(str::to_string),
-            cause: out.cause().map(str::to_string),
-            redrivability,
-        })
+            Err(e) => return Err(e),
+        };
+        // The service, not the message, says which machine the execution belongs to.
+        if out.state_machine_arn() != state_machine_arn.as_str() {
+            return Ok(None);
+        }
+        let status = run_status(out.status());
+        if !matches!(
+            status,
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::Aborted
+        ) {
+            return Ok(None);
+        }
+        Ok(Some(Candidate {
+            id: out.execution_arn().to_string(),
+            workflow: out.state_machine_arn().to_string(),
+            status,
+            started: to_timestamp(out.start_date()),
+            stopped: out.stop_date().map(to_timestamp),
+            attempts: out
+                .redrive_count()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            last_attempt: out.redrive_date().map(to_timestamp),
+            redriven_by_parent: out.map_run_arn().is_some()
+                || is_map_run_child(out.execution_arn()),
+            hold: None,
+            root: None,
+            details: Some(details_of(&out)),
+        }))
     }
 
     async fn running_redriven(&self, workflows: &[String]) -> Result<u32, TargetError> {
@@ -422,6 +482,25 @@ impl Target for StepFunctions {
 }
 
 /// `...:execution:stateMachine/mapLabel:name` is a Distributed Map child.
+/// The details DescribeExecution gives (error, cause, redrivability).
+fn details_of(out: &DescribeExecutionOutput) -> Details {
+    let redrivability = out.redrive_status().map(|s| match s {
+        ExecutionRedriveStatus::Redrivable => Redrivability::Redrivable,
+        ExecutionRedriveStatus::RedrivableByMapRun => Redrivability::ByMapRun,
+        ExecutionRedriveStatus::NotRedrivable => Redrivability::NotRedrivable(
+            out.redrive_status_reason()
+                .unwrap_or("not redrivable")
+                .to_string(),
+        ),
+        other => Redrivability::NotRedrivable(format!("unknown redriveStatus {}", other.as_str())),
+    });
+    Details {
+        error: out.error().map(str::to_string),
+        cause: out.cause().map(str::to_string),
+        redrivability,
+    }
+}
+
 fn is_map_run_child(execution_arn: &str) -> bool {
     execution_arn
         .split(':')

@@ -1,0 +1,309 @@
+//! Event-driven redrive in local mode, through a real third-party EventBridge and SQS (moto):
+//! emulator status change → moto EventBridge rule → moto SQS → the operator's consumer → one
+//! DescribeExecution → the engine → RedriveExecution. Events are hints: forged, duplicated or
+//! dropped ones never make the operator act where its policy says no, or twice, and the sweep
+//! still catches what events miss. moto comes from scripts/moto.sh; without it these fail.
+
+#[path = "support/operator.rs"]
+mod operator;
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
+use redrive_emulator::{
+    self as emulator, EmulatorConfig, EmulatorHandle, EventFaults, EventsConfig, ExecutionSpec,
+    StateMachineSpec,
+};
+use support::pipelines::wait_for;
+
+use operator::OperatorProcess;
+
+const ACCOUNT: &str = "123456789012";
+const PATTERN: &str = r#"{"source":["aws.states"],"detail-type":["Step Functions Execution Status Change"],"detail":{"status":["FAILED","TIMED_OUT","ABORTED"]}}"#;
+
+fn creds() -> Credentials {
+    Credentials::new("AKIDEVENTS", "secret", None, None, "test")
+}
+
+fn sqs(region: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new(region.to_string()))
+            .endpoint_url(redrive_emulator::moto::endpoint())
+            .credentials_provider(creds())
+            .build(),
+    )
+}
+
+/// A queue fed by the documented rule on the default bus of `region` (in moto).
+async fn queue(region: &str) -> String {
+    let q = sqs(region)
+        .create_queue()
+        .queue_name(format!("redrive-events-{region}"))
+        .send()
+        .await
+        .expect("moto CreateQueue")
+        .queue_url
+        .unwrap();
+    let arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:redrive-events-{region}");
+    let eb = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(redrive_emulator::moto::endpoint())
+            .credentials_provider(creds())
+            .build(),
+    );
+    eb.put_rule()
+        .name("redrive-sfn-failures")
+        .event_pattern(PATTERN)
+        .send()
+        .await
+        .expect("moto PutRule");
+    eb.put_targets()
+        .rule("redrive-sfn-failures")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("moto PutTargets");
+    q
+}
+
+fn sm_arn(region: &str, name: &str) -> String {
+    format!("arn:aws:states:{region}:{ACCOUNT}:stateMachine:{name}")
+}
+
+fn exec_arn(region: &str, sm: &str, name: &str) -> String {
+    format!("arn:aws:states:{region}:{ACCOUNT}:execution:{sm}:{name}")
+}
+
+async fn start(region: &str, faults: EventFaults) -> EmulatorHandle {
+    let config = EmulatorConfig {
+        region: region.to_string(),
+        events: EventsConfig {
+            eventbridge_endpoint: Some(redrive_emulator::moto::endpoint().to_string()),
+            faults,
+            ..EventsConfig::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    let scenario = emulator::Scenario::new()
+        .with(
+            StateMachineSpec::standard("orders")
+                .redrive_run_time(Duration::from_millis(300))
+                .execution(ExecutionSpec::running("r1"))
+                .execution(ExecutionSpec::running("r2")),
+        )
+        .with(StateMachineSpec::standard("payments").execution(ExecutionSpec::running("p1")));
+    emulator::start(config, scenario).await.expect("emulator")
+}
+
+fn policy(dir: &Path, region: &str) -> String {
+    let yaml = format!(
+        "apiVersion: redrive.dev/v1alpha1
+kind: RedrivePolicy
+metadata:
+  name: orders
+spec:
+  stepFunctions:
+    region: {region}
+    stateMachines: [\"{}\"]
+  maxRedrives: 3
+  pollInterval: 10s
+",
+        sm_arn(region, "orders")
+    );
+    support::write(dir, "orders.yaml", &yaml)
+        .display()
+        .to_string()
+}
+
+fn spawn(
+    dir: &Path,
+    emu: &EmulatorHandle,
+    region: &str,
+    queue: &str,
+    sweep: &str,
+) -> OperatorProcess {
+    let file = policy(dir, region);
+    let args = [
+        "-f",
+        &file,
+        "--endpoint-url",
+        &emu.endpoint,
+        "--event-queue-url",
+        queue,
+        "--event-queue-region",
+        region,
+        "--sqs-endpoint-url",
+        redrive_emulator::moto::endpoint(),
+        "--sweep-interval",
+        sweep,
+        "--event-visibility-timeout",
+        "10s",
+        "--admin-addr",
+        "off",
+    ];
+    OperatorProcess::spawn_local(&format!("op-{region}"), dir, &args)
+}
+
+fn redrives_of(emu: &EmulatorHandle, arn: &str) -> usize {
+    emu.ledger()
+        .iter()
+        .filter(|e| e.execution_arn == arn && e.outcome.is_redriven())
+        .count()
+}
+
+/// Waits for the operator's first poll (the sweep): both statuses listed.
+async fn first_sweep(emu: &EmulatorHandle) {
+    let ok = wait_for(Duration::from_secs(30), || async {
+        (emu.stats().calls("ListExecutions") >= 2).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "the operator never polled");
+}
+
+/// A failure after the first sweep is redriven from its event, long before the next sweep
+/// (1 h away): no listing happens in between. Duplicated events (every event delivered twice)
+/// redrive once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_is_redriven_from_its_event_without_waiting_for_the_sweep() {
+    let region = "us-west-2";
+    let url = queue(region).await;
+    let emu = start(
+        region,
+        EventFaults {
+            duplicate_rate: 1.0,
+            ..EventFaults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut op = spawn(dir.path(), &emu, region, &url, "1h");
+    first_sweep(&emu).await;
+    let lists = emu.stats().calls("ListExecutions");
+    let r1 = exec_arn(region, "orders", "r1");
+    assert!(emu.fail_execution(&r1, "Lambda.ServiceException", "boom"));
+    let redriven = wait_for(Duration::from_secs(60), || async {
+        (redrives_of(&emu, &r1) >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        redriven.is_some(),
+        "not redriven from the event:\n{}",
+        op.logs()
+    );
+    // Duplicates and the RUNNING event after the redrive: nothing more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(redrives_of(&emu, &r1), 1, "{:#?}", emu.ledger());
+    assert_eq!(
+        emu.stats().calls("ListExecutions"),
+        lists,
+        "an event, not a sweep, redrove it"
+    );
+    op.kill9();
+}
+
+/// Forged messages written straight to the queue: a FAILED event for an execution that is
+/// RUNNING, for a machine the policy does not cover, for a machine/execution pair that does
+/// not match, and garbage. None of them leads to a redrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_malformed_messages_never_lead_to_a_redrive() {
+    let region = "eu-west-1";
+    let url = queue(region).await;
+    let emu = start(region, EventFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut op = spawn(dir.path(), &emu, region, &url, "1h");
+    first_sweep(&emu).await;
+    // payments/p1 really failed, but no policy covers payments.
+    assert!(emu.fail_execution(&exec_arn(region, "payments", "p1"), "X", "y"));
+    let forge = |exec: &str, machine: &str| {
+        serde_json::json!({
+            "version": "0", "id": "forged", "source": "aws.states",
+            "detail-type": "Step Functions Execution Status Change",
+            "account": ACCOUNT, "region": region, "time": "2026-12-01T00:00:00Z",
+            "resources": [exec],
+            "detail": {"executionArn": exec, "stateMachineArn": machine, "status": "FAILED"}
+        })
+        .to_string()
+    };
+    let bodies = [
+        forge(&exec_arn(region, "orders", "r2"), &sm_arn(region, "orders")),
+        forge(
+            &exec_arn(region, "payments", "p1"),
+            &sm_arn(region, "payments"),
+        ),
+        forge(
+            &exec_arn(region, "payments", "p1"),
+            &sm_arn(region, "orders"),
+        ),
+        forge(
+            &exec_arn(region, "orders", "does-not-exist"),
+            &sm_arn(region, "orders"),
+        ),
+        "{\"source\": 7".to_string(),
+        "x".repeat(200_000),
+    ];
+    let client = sqs(region);
+    for b in &bodies {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_body(b)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Then a real failure of the covered machine: it is redriven, so the queue was read.
+    let r1 = exec_arn(region, "orders", "r1");
+    assert!(emu.fail_execution(&r1, "Lambda.ServiceException", "boom"));
+    let redriven = wait_for(Duration::from_secs(60), || async {
+        (redrives_of(&emu, &r1) == 1).then_some(())
+    })
+    .await;
+    assert!(redriven.is_some(), "{}", op.logs());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let others: Vec<_> = emu
+        .ledger()
+        .into_iter()
+        .filter(|e| e.execution_arn != r1)
+        .collect();
+    assert!(others.is_empty(), "acted on a forged hint: {others:#?}");
+    op.kill9();
+}
+
+/// Every event dropped on the way: the sweep (15 s here) still redrives the failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_events_are_caught_by_the_sweep() {
+    let region = "ap-south-1";
+    let url = queue(region).await;
+    let emu = start(
+        region,
+        EventFaults {
+            drop_rate: 1.0,
+            ..EventFaults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut op = spawn(dir.path(), &emu, region, &url, "15s");
+    first_sweep(&emu).await;
+    let r1 = exec_arn(region, "orders", "r1");
+    assert!(emu.fail_execution(&r1, "Lambda.ServiceException", "boom"));
+    let redriven = wait_for(Duration::from_secs(60), || async {
+        (redrives_of(&emu, &r1) == 1).then_some(())
+    })
+    .await;
+    assert!(redriven.is_some(), "{}", op.logs());
+    assert!(emu.event_stats().dropped >= 1);
+    op.kill9();
+}
