@@ -285,17 +285,26 @@ impl Metrics {
     /// A completed poll.
     pub fn record_poll(&self, target: &str, poll: &PollSummary, duration: Duration) {
         let p = PolicyLabels::from(&poll.policy);
-        self.reconcile_duration.observe(duration.as_secs_f64());
-        self.polls
-            .get_or_create(&PollLabels {
-                namespace: p.namespace.clone(),
-                policy: p.policy.clone(),
-                result: "ok".into(),
-            })
-            .inc();
-        self.last_successful_poll
-            .get_or_create(&p)
-            .set(poll.finished.as_millisecond() as f64 / 1000.0);
+        if poll.reached_none {
+            let category = poll
+                .error_categories
+                .first()
+                .copied()
+                .unwrap_or("unexpected");
+            self.record_failed_poll(&poll.policy, category, duration);
+        } else {
+            self.reconcile_duration.observe(duration.as_secs_f64());
+            self.polls
+                .get_or_create(&PollLabels {
+                    namespace: p.namespace.clone(),
+                    policy: p.policy.clone(),
+                    result: "ok".into(),
+                })
+                .inc();
+            self.last_successful_poll
+                .get_or_create(&p)
+                .set(poll.finished.as_millisecond() as f64 / 1000.0);
+        }
         for outcome in &poll.outcomes {
             self.redrives
                 .get_or_create(&RedriveLabels {
@@ -395,6 +404,9 @@ pub struct PollSummary {
     pub newly_exhausted: u64,
     /// The category of every error the poll met.
     pub error_categories: Vec<&'static str>,
+    /// The poll reached none of its workflows (see `PollReport::reached_none`): counted as a
+    /// failed poll, like the Ready=False it causes, so the poll alerts match the status.
+    pub reached_none: bool,
 }
 
 /// Every decision code, for resetting gauges: `Redrive` and every reason.
@@ -460,5 +472,36 @@ mod tests {
         assert!(text.contains("redrive_build_info{version=\""), "{text}");
         assert!(text.contains("redrive_aws_requests_total{target=\"stepfunctions\",api=\"ListExecutions\",result=\"ok\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_poll_that_reached_none_of_its_workflows_counts_as_failed() {
+        let m = Metrics::new();
+        let policy = PolicyId {
+            namespace: "ns".into(),
+            name: "p".into(),
+        };
+        let summary = |reached_none| PollSummary {
+            policy: policy.clone(),
+            finished: jiff::Timestamp::UNIX_EPOCH,
+            outcomes: vec![],
+            decisions: Default::default(),
+            waiting: 0,
+            newly_exhausted: 0,
+            error_categories: vec!["credentials"],
+            reached_none,
+        };
+        m.record_poll("stepfunctions", &summary(true), Duration::ZERO);
+        let text = m.encode();
+        assert!(
+            text.contains("redrive_polls_total{namespace=\"ns\",policy=\"p\",result=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("redrive_last_successful_poll_timestamp_seconds{namespace=\"ns\""),
+            "{text}"
+        );
+        m.record_poll("stepfunctions", &summary(false), Duration::ZERO);
+        assert!(m.encode().contains("result=\"ok\"} 1"));
     }
 }

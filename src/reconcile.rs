@@ -392,9 +392,20 @@ impl PollReport {
         m
     }
 
+    /// Whether the poll reached none of its workflows: every one it resolved failed (or its
+    /// credentials did), so the policy did nothing. Not ready, and not a successful poll.
+    pub fn reached_none(&self) -> bool {
+        self.workflows.is_empty()
+            && self
+                .issues
+                .iter()
+                .any(|(_, i)| matches!(i, WorkflowIssue::Failed(_)))
+    }
+
     /// What the metrics record of this poll.
     pub fn summary(&self) -> PollSummary {
         PollSummary {
+            reached_none: self.reached_none(),
             policy: self.policy.clone(),
             finished: self.finished,
             outcomes: self.actions.iter().map(Action::outcome_code).collect(),

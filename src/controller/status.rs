@@ -247,12 +247,7 @@ pub fn polled_status(
             // Ready stays true when the poll ran and only some calls failed: the policy works.
             // When it reached none of its workflows (every one failed), it does nothing: not
             // ready, with the error's reason.
-            let reached_none = report.workflows.is_empty()
-                && report
-                    .issues
-                    .iter()
-                    .any(|(_, i)| matches!(i, WorkflowIssue::Failed(_)));
-            let (ready, ready_reason) = if reached_none {
+            let (ready, ready_reason) = if report.reached_none() {
                 (false, reason.as_str())
             } else {
                 (true, "PolledWithErrors")
