@@ -327,6 +327,18 @@ async fn retriggers_failed_runs_within_the_policy_rules() {
     assert_eq!(lineage.len(), 2, "{attempts:#}");
     assert_eq!(lineage[0].1, lineage[1].1, "one root: {lineage:?}");
     let created_by_first = &lineage[0].2;
+    // `kubectl get redriveattempts` tells the lineage: root (RUN), attempt and the run it made.
+    let table = c.kubectl_ok(["get", "redriveattempts", "-n", ns]);
+    assert!(
+        table.lines().next().unwrap_or_default().contains("NEW RUN"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&lineage[0].1) && l.contains(created_by_first.as_str())),
+        "{table}"
+    );
     assert!(
         emu.flowservice_ledger()
             .iter()

@@ -87,6 +87,12 @@ pub const MAX_REF_LEN: usize = 1024;
     printcolumn(name = "Run", type_ = "string", json_path = ".spec.run"),
     printcolumn(name = "Attempt", type_ = "integer", json_path = ".spec.attempt"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".spec.phase"),
+    // The lineage at a glance for services that start a new run per attempt (Flow Service).
+    printcolumn(
+        name = "New run",
+        type_ = "string",
+        json_path = ".spec.outcome.newRunId"
+    ),
     printcolumn(
         name = "Holder",
         type_ = "string",
