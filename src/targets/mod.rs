@@ -37,6 +37,19 @@ pub struct Discovery {
     pub issues: Vec<(String, WorkflowIssue)>,
 }
 
+impl Discovery {
+    /// Add one workflow's listing: its candidates, or the failure that stopped it.
+    pub fn push_result(&mut self, workflow: String, result: Result<Vec<Candidate>, TargetError>) {
+        match result {
+            Ok(mut c) => {
+                self.candidates.append(&mut c);
+                self.workflows.push(workflow);
+            }
+            Err(e) => self.issues.push((workflow, WorkflowIssue::Failed(e))),
+        }
+    }
+}
+
 /// Result of one redrive call that the service answered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RedriveOutcome {

@@ -28,8 +28,8 @@ use futures::{StreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, ledger_error,
-    not_this_target, outcome, to_timestamp,
+    Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, ledger_error, not_this_target,
+    outcome, to_timestamp,
 };
 use crate::clock::{ServiceClock, shift};
 use crate::crd::RetryMode;
@@ -650,13 +650,7 @@ impl Target for CodePipeline {
             .await;
         let mut out = Discovery::default();
         for (pipeline, result) in results {
-            match result {
-                Ok(mut c) => {
-                    out.candidates.append(&mut c);
-                    out.workflows.push(pipeline);
-                }
-                Err(e) => out.issues.push((pipeline, WorkflowIssue::Failed(e))),
-            }
+            out.push_result(pipeline, result);
         }
         Ok(out)
     }

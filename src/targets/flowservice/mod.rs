@@ -734,13 +734,7 @@ impl Target for FlowService {
             ..Discovery::default()
         };
         for (flow, result) in results {
-            match result {
-                Ok(mut c) => {
-                    out.candidates.append(&mut c);
-                    out.workflows.push(flow);
-                }
-                Err(e) => out.issues.push((flow, WorkflowIssue::Failed(e))),
-            }
+            out.push_result(flow, result);
         }
         Ok(out)
     }
