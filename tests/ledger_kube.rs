@@ -488,11 +488,15 @@ async fn kubectl_shows_target_run_attempt_and_phase() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "TARGET", "POLICY", "RUN", "ATTEMPT", "PHASE", "AGE"],
+        [
+            "NAME", "TARGET", "POLICY", "RUN", "ATTEMPT", "PHASE", "NEW", "RUN", "AGE"
+        ],
         "{out}"
     );
+    // CodePipeline retries never create a new run, so the "New run" column is empty.
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows.iter().all(|r| r.len() == 7), "{out}");
     let mut cells: Vec<(&str, &str, &str, &str)> =
         rows.iter().map(|r| (r[1], r[3], r[4], r[5])).collect();
     cells.sort();
