@@ -2,7 +2,8 @@
 //!
 //! `/livez` fails when the operator is wedged: the Kubernetes API has not answered the
 //! heartbeat for `stale_factor` heartbeat intervals (the watch is cut), or a policy's poll is
-//! overdue by more than `stale_factor` poll intervals. `/readyz` is true once the initial list is
+//! overdue by more than `stale_factor` poll intervals, or an event queue consumer stopped
+//! turning for `stale_factor` of its longest turn. `/readyz` is true once the initial list is
 //! done (local mode: once the policy files are loaded); standby replicas are ready too.
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tracing::info;
 
+use crate::events::consumer::ConsumerStats;
 use crate::metrics::Metrics;
 use crate::policy::PolicyId;
 
@@ -30,6 +32,8 @@ pub struct Health {
     kube: Mutex<Option<(Instant, Duration)>>,
     /// Per policy: when its next poll is due and its interval.
     polls: Mutex<HashMap<PolicyId, (Instant, Duration)>>,
+    /// Event queue consumers: queue URL, their counters, the longest turn of their loop.
+    consumers: Mutex<Vec<(String, Arc<ConsumerStats>, Duration)>>,
 }
 
 impl Health {
@@ -39,6 +43,7 @@ impl Health {
             stale_factor: stale_factor.max(1),
             kube: Mutex::new(None),
             polls: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(Vec::new()),
         }
     }
 
@@ -68,6 +73,14 @@ impl Health {
         self.polls.lock().expect("health lock").remove(policy);
     }
 
+    /// An event queue consumer whose loop turns at least every `turn_bound` while it works.
+    pub fn watch_consumer(&self, queue: &str, stats: Arc<ConsumerStats>, turn_bound: Duration) {
+        self.consumers
+            .lock()
+            .expect("health lock")
+            .push((queue.to_string(), stats, turn_bound));
+    }
+
     /// `Err(reason)` when the operator looks wedged.
     pub fn liveness(&self) -> Result<(), String> {
         let now = Instant::now();
@@ -78,6 +91,20 @@ impl Health {
                 return Err(format!(
                     "no answer from the Kubernetes API for {}s (limit {}s)",
                     now.duration_since(at).as_secs(),
+                    limit.as_secs()
+                ));
+            }
+        }
+        for (queue, stats, bound) in self.consumers.lock().expect("health lock").iter() {
+            let limit = *bound * factor;
+            // A queue that cannot be read is not a wedge (the loop keeps turning and the sweep
+            // covers); a loop that stopped turning is.
+            if let Some(since) = stats.since_last_turn()
+                && since > limit
+            {
+                return Err(format!(
+                    "event consumer of {queue} stuck for {}s (limit {}s)",
+                    since.as_secs(),
                     limit.as_secs()
                 ));
             }
@@ -186,5 +213,29 @@ mod tests {
         assert!(h.liveness().unwrap_err().contains("ns/p overdue"));
         h.forget(&id);
         assert!(h.liveness().is_ok());
+    }
+
+    #[test]
+    fn liveness_fails_on_a_consumer_that_stopped_turning_not_on_one_that_fails() {
+        use std::sync::atomic::Ordering;
+        let h = Health::new(2);
+        let stats = Arc::new(ConsumerStats::default());
+        h.watch_consumer("https://sqs/q", stats.clone(), Duration::from_secs(60));
+        // Not started yet: not a wedge.
+        assert!(h.liveness().is_ok());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // Turning, while every receive fails: alive.
+        stats.last_turn.store(now - 100, Ordering::Relaxed);
+        stats.receive_errors.store(50, Ordering::Relaxed);
+        assert!(h.liveness().is_ok());
+        stats.last_turn.store(now - 121, Ordering::Relaxed);
+        let err = h.liveness().unwrap_err();
+        assert!(
+            err.contains("event consumer of https://sqs/q stuck"),
+            "{err}"
+        );
     }
 }

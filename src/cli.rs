@@ -258,12 +258,12 @@ impl EventArgs {
         })
     }
 
-    /// The local-mode event settings, or `None` without queues.
-    pub async fn local(
+    /// The event source, or `None` without queues.
+    pub async fn source(
         &self,
         aws: &AwsSettings,
         concurrency: usize,
-    ) -> Result<Option<crate::local::LocalEvents>, String> {
+    ) -> Result<Option<crate::events::EventSource>, String> {
         if self.queue_urls.is_empty() {
             return Ok(None);
         }
@@ -275,7 +275,7 @@ impl EventArgs {
             ..aws.clone()
         };
         let config = crate::aws::sdk_config(&settings, &region).await;
-        Ok(Some(crate::local::LocalEvents {
+        Ok(Some(crate::events::EventSource {
             client: aws_sdk_sqs::Client::new(&config),
             queues: self
                 .queue_urls
@@ -287,7 +287,6 @@ impl EventArgs {
                 })
                 .collect(),
             sweep_interval: self.sweep_interval,
-            consumer_stats: Arc::default(),
         }))
     }
 }
@@ -573,7 +572,7 @@ async fn run(args: RunArgs) -> ExitCode {
     } else {
         match args
             .events
-            .local(
+            .source(
                 &args.aws.poll_settings().aws,
                 usize::from(args.aws.concurrency),
             )

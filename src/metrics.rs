@@ -72,6 +72,11 @@ pub struct CategoryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -91,6 +96,11 @@ const AWS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 ];
 
+/// Event lag buckets (event time → decided): 100 ms to ~10 min.
+const EVENT_LAG_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -106,6 +116,10 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<CategoryLabels, Counter>,
     pub leader: Gauge,
+    pub event_messages: Family<EventLabels, Counter>,
+    pub event_lag: Histogram,
+    pub event_receive_errors: Counter,
+    pub event_last_receive: Gauge<f64, AtomicU64>,
     pub build_info: Family<BuildLabels, Gauge>,
 }
 
@@ -137,6 +151,10 @@ impl Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
+            event_messages: Family::default(),
+            event_lag: Histogram::new(EVENT_LAG_BUCKETS.iter().copied()),
+            event_receive_errors: Counter::default(),
+            event_last_receive: Gauge::default(),
             build_info: Family::default(),
             registry: Registry::default(),
             catalog: Vec::new(),
@@ -232,6 +250,38 @@ impl Metrics {
         reg(
             &mut registry,
             &mut catalog,
+            "event_messages",
+            MetricKind::Counter,
+            "Event messages from the SQS queues by outcome: routed, and why the others went nowhere (not_failure, duplicate, not_covered, backlog_full, retry, and the rejections too_large, not_json, unknown_source, unknown_detail_type, missing_field, bad_identifier)",
+            m.event_messages.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
+            "event_lag_seconds",
+            MetricKind::Histogram,
+            "From an event's time to the decision of its hint by every policy it was routed to",
+            m.event_lag.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
+            "event_receive_errors",
+            MetricKind::Counter,
+            "Failed SQS ReceiveMessage calls (the sweep keeps working meanwhile)",
+            m.event_receive_errors.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
+            "event_last_receive_timestamp_seconds",
+            MetricKind::Gauge,
+            "Unix time of the last successful SQS ReceiveMessage",
+            m.event_last_receive.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
             "build_info",
             MetricKind::Gauge,
             "Build information; the value is always 1",
@@ -261,6 +311,15 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// One event message's outcome (a router outcome or a rejection reason).
+    pub fn record_event(&self, outcome: &str) {
+        self.event_messages
+            .get_or_create(&EventLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// One AWS HTTP attempt.

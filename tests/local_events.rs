@@ -133,6 +133,7 @@ fn spawn(
     region: &str,
     queue: &str,
     sweep: &str,
+    admin: &str,
 ) -> OperatorProcess {
     let file = policy(dir, region);
     let args = [
@@ -151,7 +152,7 @@ fn spawn(
         "--event-visibility-timeout",
         "10s",
         "--admin-addr",
-        "off",
+        admin,
     ];
     OperatorProcess::spawn_local(&format!("op-{region}"), dir, &args)
 }
@@ -188,7 +189,7 @@ async fn a_failure_is_redriven_from_its_event_without_waiting_for_the_sweep() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut op = spawn(dir.path(), &emu, region, &url, "1h");
+    let mut op = spawn(dir.path(), &emu, region, &url, "1h", "off");
     first_sweep(&emu).await;
     let lists = emu.stats().calls("ListExecutions");
     let r1 = exec_arn(region, "orders", "r1");
@@ -222,7 +223,7 @@ async fn forged_and_malformed_messages_never_lead_to_a_redrive() {
     let url = queue(region).await;
     let emu = start(region, EventFaults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut op = spawn(dir.path(), &emu, region, &url, "1h");
+    let mut op = spawn(dir.path(), &emu, region, &url, "1h", "127.0.0.1:0");
     first_sweep(&emu).await;
     // payments/p1 really failed, but no policy covers payments.
     assert!(emu.fail_execution(&exec_arn(region, "payments", "p1"), "X", "y"));
@@ -278,6 +279,39 @@ async fn forged_and_malformed_messages_never_lead_to_a_redrive() {
         .filter(|e| e.execution_arn != r1)
         .collect();
     assert!(others.is_empty(), "acted on a forged hint: {others:#?}");
+    // Every message is accounted for in the metrics, by why it went where it went.
+    let addr = operator::admin_addr_in(&op.logs()).expect("admin address in the logs");
+    let (code, metrics) = operator::http_get(&addr, "/metrics")
+        .await
+        .expect("/metrics");
+    assert_eq!(code, 200);
+    let count = |outcome: &str| {
+        operator::metric_sum(
+            &metrics,
+            "redrive_event_messages_total",
+            &[("outcome", outcome)],
+        )
+    };
+    // The truncated document and the 200 kB of "x" (SQS's own limit is 256 KiB).
+    assert!(count("not_json") >= 2.0, "{metrics}");
+    // The execution that does not belong to the machine it names.
+    assert!(count("bad_identifier") >= 1.0, "{metrics}");
+    assert!(count("not_covered") >= 1.0, "{metrics}");
+    assert!(count("routed") >= 3.0, "{metrics}");
+    assert!(
+        operator::metric_sum(&metrics, "redrive_event_lag_seconds_count", &[]) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        operator::metric_sum(
+            &metrics,
+            "redrive_event_last_receive_timestamp_seconds",
+            &[]
+        ) > 1.7e9,
+        "{metrics}"
+    );
+    let (live, why) = operator::http_get(&addr, "/livez").await.expect("/livez");
+    assert_eq!(live, 200, "{why}");
     op.kill9();
 }
 
@@ -295,7 +329,7 @@ async fn lost_events_are_caught_by_the_sweep() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut op = spawn(dir.path(), &emu, region, &url, "15s");
+    let mut op = spawn(dir.path(), &emu, region, &url, "15s", "off");
     first_sweep(&emu).await;
     let r1 = exec_arn(region, "orders", "r1");
     assert!(emu.fail_execution(&r1, "Lambda.ServiceException", "boom"));

@@ -43,11 +43,39 @@ pub struct ConsumerStats {
     pub deleted: AtomicU64,
     pub rejected: [AtomicU64; Rejected::ALL.len()],
     pub receive_errors: AtomicU64,
-    /// Seconds since the Unix epoch of the last successful ReceiveMessage (for /livez).
+    /// Seconds since the Unix epoch of the last successful ReceiveMessage.
     pub last_receive: AtomicU64,
+    /// Seconds since the Unix epoch when the loop last started a receive, successful or not:
+    /// /livez fails when it stops moving (a wedged consumer), not when the queue is down
+    /// (a restart would not bring the queue back; the sweep covers meanwhile).
+    pub last_turn: AtomicU64,
+    /// Where the counts above are also exported.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl ConsumerStats {
+    pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
+    /// How long ago the loop last turned (None before its first turn).
+    pub fn since_last_turn(&self) -> Option<Duration> {
+        match self.last_turn.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Duration::from_secs(unix_now().saturating_sub(t))),
+        }
+    }
+
     pub fn rejected(&self, r: Rejected) -> u64 {
         let i = Rejected::ALL.iter().position(|x| *x == r).unwrap_or(0);
         self.rejected[i].load(Ordering::Relaxed)
@@ -65,6 +93,13 @@ pub struct QueueSettings {
     pub concurrency: usize,
 }
 
+/// The longest one turn of the loop takes when nothing is wrong: the long poll, the longest
+/// backoff after a failed receive, and a batch whose every hint waits its full answer time
+/// (half the visibility timeout) one after the other.
+pub fn turn_bound(settings: &QueueSettings) -> Duration {
+    Duration::from_secs(WAIT_SECONDS as u64 + 30) + settings.visibility_timeout / 2 * BATCH as u32
+}
+
 /// Run the consumer until `stop` turns true.
 pub async fn run(
     client: aws_sdk_sqs::Client,
@@ -79,6 +114,7 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
+        stats.last_turn.store(unix_now(), Ordering::Relaxed);
         let receive = client
             .receive_message()
             .queue_url(&settings.url)
@@ -93,17 +129,14 @@ pub async fn run(
         let messages = match out {
             Ok(o) => {
                 backoff = Duration::from_millis(200);
-                stats.last_receive.store(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                    Ordering::Relaxed,
-                );
+                let now = unix_now();
+                stats.last_receive.store(now, Ordering::Relaxed);
+                stats.metrics.event_last_receive.set(now as f64);
                 o.messages.unwrap_or_default()
             }
             Err(e) => {
                 stats.receive_errors.fetch_add(1, Ordering::Relaxed);
+                stats.metrics.event_receive_errors.inc();
                 let e = crate::targets::TargetError::from_sdk("ReceiveMessage", &e);
                 tracing::warn!(queue = %settings.url, error = %e, "receiving events failed; polling keeps working");
                 tokio::select! {
@@ -131,6 +164,7 @@ pub async fn run(
                         Err(r) => {
                             let i = Rejected::ALL.iter().position(|x| *x == r).unwrap_or(0);
                             stats.rejected[i].fetch_add(1, Ordering::Relaxed);
+                            stats.metrics.record_event(r.as_str());
                             tracing::debug!(reason = r.as_str(), "event dropped");
                             (receipt, Handled::Done)
                         }

@@ -2,7 +2,7 @@
 //! duplicate, no policy covers the workflow), then one delivery per covering policy, whose task
 //! decides and answers. The message is deleted only when every delivery was decided.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::consumer::{Handled, Handler};
 use super::message::{Hint, Received};
 use super::route::{Seen, covers};
+use crate::metrics::Metrics;
 use crate::policy::{PolicyId, TargetKind};
 
 /// Deliveries buffered per policy; beyond it hints are dropped (counted) and the sweep catches
@@ -43,12 +44,13 @@ pub const OUTCOMES: [&str; 6] = [
     "retry",
 ];
 
-/// Counts by outcome.
+/// Counts by outcome (also exported as metrics).
 #[derive(Debug, Default)]
 pub struct RouterStats {
     counts: Mutex<BTreeMap<&'static str, u64>>,
     /// Event time → decided, for hints with an event time (sum and count, seconds).
     lag: Mutex<(f64, u64)>,
+    metrics: Arc<Metrics>,
 }
 
 impl RouterStats {
@@ -59,6 +61,14 @@ impl RouterStats {
             .expect("stats lock")
             .entry(outcome)
             .or_insert(0) += 1;
+        self.metrics.record_event(outcome);
+    }
+
+    fn lagged(&self, seconds: f64) {
+        let mut l = self.lag.lock().expect("stats lock");
+        l.0 += seconds;
+        l.1 += 1;
+        self.metrics.event_lag.observe(seconds);
     }
 
     pub fn count(&self, outcome: &str) -> u64 {
@@ -81,9 +91,9 @@ impl RouterStats {
     }
 }
 
-/// The router of one operator.
+/// The router of one operator. Routes come and go with the policies (cluster mode).
 pub struct Router {
-    routes: Vec<Route>,
+    routes: RwLock<HashMap<PolicyId, Route>>,
     seen: Mutex<Seen>,
     /// How long a handler waits for the policies' answers before leaving the message for a
     /// redelivery.
@@ -92,14 +102,47 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>, answer_within: Duration) -> Self {
+    pub fn new(answer_within: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
-            routes,
+            routes: RwLock::default(),
             // Duplicates within 10 minutes are dropped; forgetting early costs only a read.
             seen: Mutex::new(Seen::new(Duration::from_secs(600), 100_000)),
             answer_within,
-            stats: Arc::default(),
+            stats: Arc::new(RouterStats {
+                metrics,
+                ..RouterStats::default()
+            }),
         }
+    }
+
+    /// Route hints to a policy (replacing its earlier route: the old channel closes, so its
+    /// worker ends).
+    pub fn upsert(&self, route: Route) {
+        self.routes
+            .write()
+            .expect("routes lock")
+            .insert(route.policy.clone(), route);
+    }
+
+    /// Stop routing to a policy (deleted, suspended, invalid): its worker ends.
+    pub fn remove(&self, policy: &PolicyId) {
+        self.routes.write().expect("routes lock").remove(policy);
+    }
+
+    /// Whether hints reach `policy`.
+    pub fn routes_to(&self, policy: &PolicyId) -> bool {
+        self.routes
+            .read()
+            .expect("routes lock")
+            .contains_key(policy)
+    }
+
+    /// Keep only the routes of `live` policies.
+    pub fn retain(&self, live: &std::collections::HashSet<PolicyId>) {
+        self.routes
+            .write()
+            .expect("routes lock")
+            .retain(|id, _| live.contains(id));
     }
 
     /// The consumer's handler.
@@ -127,7 +170,7 @@ impl Router {
             return Handled::Done;
         }
         let mut answers = Vec::new();
-        for route in &self.routes {
+        for route in self.routes.read().expect("routes lock").values() {
             let covered = covers(
                 route.kind,
                 &route.workflows.read().expect("workflows lock"),
@@ -173,9 +216,7 @@ impl Router {
                 .duration_since(t)
                 .as_secs_f64()
                 .max(0.0);
-            let mut l = self.stats.lag.lock().expect("stats lock");
-            l.0 += lag;
-            l.1 += 1;
+            self.stats.lagged(lag);
         }
         handled
     }
