@@ -275,10 +275,9 @@ impl EventArgs {
             ..aws.clone()
         };
         let config = crate::aws::sdk_config(&settings, &region).await;
-        Ok(Some(crate::events::EventSource {
-            client: aws_sdk_sqs::Client::new(&config),
-            queues: self
-                .queue_urls
+        Ok(Some(crate::events::EventSource::new(
+            aws_sdk_sqs::Client::new(&config),
+            self.queue_urls
                 .iter()
                 .map(|url| crate::events::consumer::QueueSettings {
                     url: url.clone(),
@@ -286,8 +285,8 @@ impl EventArgs {
                     concurrency,
                 })
                 .collect(),
-            sweep_interval: self.sweep_interval,
-        }))
+            self.sweep_interval,
+        )))
     }
 }
 
@@ -607,13 +606,6 @@ async fn run(args: RunArgs) -> ExitCode {
 pub const EXIT_LEADERSHIP_LOST: u8 = 3;
 
 async fn run_in_cluster(args: RunArgs) -> ExitCode {
-    if !args.events.queue_urls.is_empty() {
-        // Not silently ignored: a user who configured events would wait for hints forever.
-        eprintln!(
-            "error: --event-queue-url is supported in local mode only for now (cluster mode polls; see docs/events.md)"
-        );
-        return ExitCode::FAILURE;
-    }
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -645,6 +637,20 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
                 client.clone(),
             )),
     );
+    let events = match args
+        .events
+        .source(
+            &args.aws.poll_settings().aws,
+            usize::from(args.aws.concurrency),
+        )
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let settings = crate::controller::ControllerSettings {
         namespace: c.namespace.clone(),
         label_selector: c.selector.clone(),
@@ -679,14 +685,14 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
             move |leader| {
                 gauge.leader.set(i64::from(leader));
             },
-            move |graceful| crate::controller::run(work_client, settings, polls, graceful),
+            move |graceful| crate::controller::run(work_client, settings, polls, events, graceful),
         )
         .await
         .map(|outcome| outcome == crate::leader::LeaderOutcome::LeadershipLost)
     } else {
         let mut stop = stop_rx.clone();
         metrics.leader.set(1);
-        crate::controller::run(client, settings, polls, async move {
+        crate::controller::run(client, settings, polls, events, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await

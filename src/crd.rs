@@ -641,6 +641,26 @@ pub struct RedrivePolicyStatus {
     /// The most recent redrives, newest first (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent: Vec<RecentRedrive>,
+
+    /// Present when the operator reads event hints (docs/events.md): failures are decided as
+    /// their events arrive, and the full poll (the sweep) catches what events miss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsStatus>,
+}
+
+/// How event hints reach this policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsStatus {
+    /// How often the full poll runs: max(pollInterval, the operator's --sweep-interval).
+    #[serde(default)]
+    pub sweep_interval: String,
+    /// Redrives decided from event hints (between sweeps), in total.
+    #[serde(default)]
+    pub redriven_from_hints: u64,
+    /// When a hint's decision last acted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hint_action: Option<String>,
 }
 
 /// metav1.Condition.

@@ -135,6 +135,7 @@ pub async fn run_with_events(
                         let result = ctx
                             .decide_hinted(&policy, &state, &hint, Timestamp::now)
                             .await;
+                        ctx.observe_hint(&policy, &result);
                         match &result {
                             Ok(report) => totals.lock().expect("totals lock").add_report(report),
                             Err(e) => {
@@ -164,32 +165,50 @@ pub async fn run_with_events(
                     ctx.poll(&policy, &state, Timestamp::now).await
                 };
                 totals.lock().expect("totals lock").polls += 1;
-                let wait = match &result {
+                // `next`: when the policy's rules ask for the next poll; `swept`: whether
+                // events may stretch that to the sweep.
+                let (next, swept) = match &result {
                     Ok(report) => {
                         failures = 0;
                         totals.lock().expect("totals lock").add_report(report);
                         *workflows.write().expect("workflows lock") = report.workflows.clone();
-                        let next = report.next_poll.duration_since(Timestamp::now()).unsigned_abs();
-                        match &events {
-                            Some(ev) => ev.sweep_after(next),
-                            None => next,
-                        }
+                        (report.next_poll.duration_since(Timestamp::now()).unsigned_abs(), true)
                     }
                     Err(e) => {
                         failures += 1;
                         totals.lock().expect("totals lock").failed_polls += 1;
                         warn!(policy = %policy.id, category = e.category().as_str(), error = %e, "poll failed");
-                        error_backoff(&policy, failures)
+                        (error_backoff(&policy, failures), false)
                     }
                 };
-                ctx.observe_poll(&policy, &result, started.elapsed(), wait);
+                let expected = match &events {
+                    Some(ev) if swept => ev.sweep_after(next),
+                    _ => next,
+                };
+                ctx.observe_poll(&policy, &result, started.elapsed(), expected);
                 observer.observe(&policy, &result, &state.lock().expect("policy state lock"));
                 if once {
                     break;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => break,
+                // Wake when the rules ask; with events, poll then only if the sweep is due or
+                // hints may be lost (a queue that cannot be read), else wait on.
+                let polled = std::time::Instant::now();
+                let mut wait = next;
+                let stopped = loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => break true,
+                    }
+                    match &events {
+                        Some(ev) if swept && !ev.poll_due(polled.elapsed()) => {
+                            let left = ev.sweep_interval.saturating_sub(polled.elapsed());
+                            wait = policy.poll_interval.min(left).max(Duration::from_secs(1));
+                        }
+                        _ => break false,
+                    }
+                };
+                if stopped {
+                    break;
                 }
             }
             // A hint decision in flight finishes first: its redrives count.

@@ -287,6 +287,15 @@ impl Metrics {
             "Build information; the value is always 1",
             m.build_info.clone(),
         );
+        // Every outcome starts at 0, so rate() and alerts see the first message (the set is
+        // fixed and small).
+        for outcome in crate::events::router::OUTCOMES
+            .iter()
+            .copied()
+            .chain(crate::events::message::Rejected::ALL.map(|r| r.as_str()))
+        {
+            m.record_event_zero(outcome);
+        }
         m.build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -322,6 +331,12 @@ impl Metrics {
             .inc();
     }
 
+    fn record_event_zero(&self, outcome: &str) {
+        let _ = self.event_messages.get_or_create(&EventLabels {
+            outcome: outcome.into(),
+        });
+    }
+
     /// One AWS HTTP attempt.
     pub fn record_aws(&self, target: &str, api: &str, result: &str, elapsed: Option<Duration>) {
         self.aws_requests
@@ -338,6 +353,20 @@ impl Metrics {
                     api: api.into(),
                 })
                 .observe(d.as_secs_f64());
+        }
+    }
+
+    /// Redrive calls of a policy by outcome (from a poll or an event hint's decision).
+    pub fn record_redrives(&self, policy: &PolicyId, target: &str, outcomes: &[&'static str]) {
+        for outcome in outcomes {
+            self.redrives
+                .get_or_create(&RedriveLabels {
+                    namespace: policy.namespace.clone(),
+                    policy: policy.name.clone(),
+                    target: target.into(),
+                    outcome: (*outcome).into(),
+                })
+                .inc();
         }
     }
 
@@ -364,16 +393,7 @@ impl Metrics {
                 .get_or_create(&p)
                 .set(poll.finished.as_millisecond() as f64 / 1000.0);
         }
-        for outcome in &poll.outcomes {
-            self.redrives
-                .get_or_create(&RedriveLabels {
-                    namespace: p.namespace.clone(),
-                    policy: p.policy.clone(),
-                    target: target.into(),
-                    outcome: (*outcome).into(),
-                })
-                .inc();
-        }
+        self.record_redrives(&poll.policy, target, &poll.outcomes);
         // The decision gauges describe the last poll: reset this policy's codes first.
         for code in all_codes() {
             self.decisions.remove(&DecisionLabels {

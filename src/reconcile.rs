@@ -188,6 +188,18 @@ impl Context {
         }
     }
 
+    /// Record a decided event hint: its redrives count like a poll's; the decision gauges and
+    /// the poll schedule stay those of the last full poll.
+    pub fn observe_hint(&self, policy: &Policy, result: &Result<PollReport, PollError>) {
+        if let Ok(report) = result {
+            self.metrics.record_redrives(
+                &policy.id,
+                policy.kind().as_str(),
+                &report.summary().outcomes,
+            );
+        }
+    }
+
     /// The target client for a policy.
     pub async fn target(&self, policy: &Policy) -> AnyTarget {
         self.registry.target(policy).await

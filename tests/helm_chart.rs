@@ -602,6 +602,7 @@ fn helm_lint_strict_and_template_render_defaults_every_feature_and_variants() {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }
     assert!(!args.iter().any(|a| a.starts_with("--endpoint-url")));
+    assert!(!args.iter().any(|a| a.starts_with("--event-queue-url")));
     let env = env_of(deploy);
     assert!(!env.contains_key("WATCH_NAMESPACE"));
     assert!(!env.contains_key("AWS_ACCESS_KEY_ID"));
@@ -668,6 +669,9 @@ fn helm_lint_strict_and_template_render_defaults_every_feature_and_variants() {
         "--allowed-role=tenant-a=arn:aws:iam::123456789012:role/tenant-a-*",
         "--allowed-role=*=arn:aws:iam::123456789012:role/shared-redriver",
         "--require-role",
+        "--event-queue-url=https://sqs.eu-west-1.amazonaws.com/123456789012/redrive-events",
+        "--sweep-interval=15m",
+        "--event-visibility-timeout=60s",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }
@@ -790,6 +794,13 @@ fn helm_lint_strict_and_template_render_defaults_every_feature_and_variants() {
             ][..],
         ),
         ("RedrivePollsFailing", &["result=\"error\"", "unless"][..]),
+        (
+            "RedriveEventQueueUnreadable",
+            &[
+                "increase(redrive_event_receive_errors_total{",
+                "unless sum(changes(redrive_event_last_receive_timestamp_seconds{",
+            ][..],
+        ),
         (
             "RedriveNoLeader",
             &["(max(redrive_leader{", ") == 0) or absent(redrive_leader{"][..],

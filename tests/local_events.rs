@@ -11,71 +11,24 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
 use redrive_emulator::{
     self as emulator, EmulatorConfig, EmulatorHandle, EventFaults, EventsConfig, ExecutionSpec,
     StateMachineSpec,
 };
+use support::events;
 use support::pipelines::wait_for;
 
 use operator::OperatorProcess;
 
 const ACCOUNT: &str = "123456789012";
-const PATTERN: &str = r#"{"source":["aws.states"],"detail-type":["Step Functions Execution Status Change"],"detail":{"status":["FAILED","TIMED_OUT","ABORTED"]}}"#;
-
-fn creds() -> Credentials {
-    Credentials::new("AKIDEVENTS", "secret", None, None, "test")
-}
-
-fn sqs(region: &str) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new(region.to_string()))
-            .endpoint_url(redrive_emulator::moto::endpoint())
-            .credentials_provider(creds())
-            .build(),
-    )
-}
-
 /// A queue fed by the documented rule on the default bus of `region` (in moto).
 async fn queue(region: &str) -> String {
-    let q = sqs(region)
-        .create_queue()
-        .queue_name(format!("redrive-events-{region}"))
-        .send()
-        .await
-        .expect("moto CreateQueue")
-        .queue_url
-        .unwrap();
-    let arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:redrive-events-{region}");
-    let eb = aws_sdk_eventbridge::Client::from_conf(
-        aws_sdk_eventbridge::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .endpoint_url(redrive_emulator::moto::endpoint())
-            .credentials_provider(creds())
-            .build(),
-    );
-    eb.put_rule()
-        .name("redrive-sfn-failures")
-        .event_pattern(PATTERN)
-        .send()
-        .await
-        .expect("moto PutRule");
-    eb.put_targets()
-        .rule("redrive-sfn-failures")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("moto PutTargets");
-    q
+    events::queue(
+        region,
+        &format!("redrive-events-{region}"),
+        events::SFN_PATTERN,
+    )
+    .await
 }
 
 fn sm_arn(region: &str, name: &str) -> String {
@@ -254,15 +207,8 @@ async fn forged_and_malformed_messages_never_lead_to_a_redrive() {
         "{\"source\": 7".to_string(),
         "x".repeat(200_000),
     ];
-    let client = sqs(region);
     for b in &bodies {
-        client
-            .send_message()
-            .queue_url(&url)
-            .message_body(b)
-            .send()
-            .await
-            .unwrap();
+        events::send(region, &url, b).await;
     }
     // Then a real failure of the covered machine: it is redriven, so the queue was read.
     let r1 = exec_arn(region, "orders", "r1");
@@ -339,5 +285,79 @@ async fn lost_events_are_caught_by_the_sweep() {
     .await;
     assert!(redriven.is_some(), "{}", op.logs());
     assert!(emu.event_stats().dropped >= 1);
+    op.kill9();
+}
+
+/// The queue does not exist when the operator starts (deleted, wrong permissions, an outage):
+/// the policy polls on its own pollInterval meanwhile, so failures are still redriven; once the
+/// queue is there, hints flow and the polls stop until the sweep (1 h) is due.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_queue_falls_back_to_polling_and_recovers() {
+    let region = "sa-east-1";
+    let name = format!("redrive-events-{region}");
+    events::rule_to_queue(region, "redrive-late-queue", events::SFN_PATTERN, &name).await;
+    let url = format!("{}/{ACCOUNT}/{name}", redrive_emulator::moto::endpoint());
+    let emu = start(region, EventFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut op = spawn(dir.path(), &emu, region, &url, "1h", "127.0.0.1:0");
+    first_sweep(&emu).await;
+    // No queue: the failure is found by a poll (pollInterval 10 s), not an event.
+    let r1 = exec_arn(region, "orders", "r1");
+    assert!(emu.fail_execution(&r1, "Lambda.ServiceException", "boom"));
+    let redriven = wait_for(Duration::from_secs(60), || async {
+        (redrives_of(&emu, &r1) == 1).then_some(())
+    })
+    .await;
+    assert!(
+        redriven.is_some(),
+        "not redriven while the queue was missing:\n{}",
+        op.logs()
+    );
+    let addr = operator::admin_addr_in(&op.logs()).expect("admin address in the logs");
+    let metric = |name: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let (_, m) = operator::http_get(&addr, "/metrics")
+                .await
+                .expect("/metrics");
+            operator::metric_sum(&m, name, &[])
+        }
+    };
+    assert!(metric("redrive_event_receive_errors_total").await >= 1.0);
+    // Failing receives are not a wedge: the consumer keeps turning.
+    let (live, why) = operator::http_get(&addr, "/livez").await.expect("/livez");
+    assert_eq!(live, 200, "{why}");
+
+    // The queue appears: hints flow again, and the policy stops polling (the sweep is 1 h away).
+    events::create_queue(region, &name).await;
+    let receiving = wait_for(Duration::from_secs(60), || async {
+        (metric("redrive_event_last_receive_timestamp_seconds").await > 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        receiving.is_some(),
+        "never received from the new queue:\n{}",
+        op.logs()
+    );
+    // A poll already asleep when the queue came back may still run once.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let lists = emu.stats().calls("ListExecutions");
+    let r2 = exec_arn(region, "orders", "r2");
+    assert!(emu.fail_execution(&r2, "Lambda.ServiceException", "boom"));
+    let redriven = wait_for(Duration::from_secs(60), || async {
+        (redrives_of(&emu, &r2) == 1).then_some(())
+    })
+    .await;
+    assert!(
+        redriven.is_some(),
+        "not redriven from its event:\n{}",
+        op.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        emu.stats().calls("ListExecutions"),
+        lists,
+        "polls went on although hints flow again"
+    );
     op.kill9();
 }

@@ -9,7 +9,7 @@
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,9 +21,14 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::crd::{RedrivePolicy, RedrivePolicyStatus};
+use crate::events::EventSource;
+use crate::events::message::Hint;
+use crate::events::router::{BACKLOG, Route, Router};
+use crate::events::worker::{self, Decided};
 use crate::policy::{Policy, PolicyId};
 use crate::reconcile::{self, PolicyState, PollReport};
 use crate::targets::{ErrorCategory, RedriveOutcome};
@@ -70,12 +75,36 @@ impl ControllerError {
 struct Entry {
     state: Mutex<PolicyState>,
     schedule: Mutex<Schedule>,
+    /// Polls and event-hint decisions of one policy take turns: budgets and caps stay exact.
+    turn: tokio::sync::Mutex<()>,
+    /// The status this process last wrote: newer than the watch cache's copy while that lags
+    /// (a hint's status write is followed by a poll's).
+    last_status: Mutex<Option<RedrivePolicyStatus>>,
+    /// Where event hints for this policy are routed, once it polled with events on.
+    hints: Mutex<Option<HintLink>>,
+}
+
+/// What a policy's hint worker reads: the latest parsed spec and the workflows its last poll
+/// resolved (the router's coverage).
+struct HintLink {
+    policy: Arc<RwLock<Arc<Policy>>>,
+    workflows: Arc<RwLock<Vec<String>>>,
+}
+
+/// Event hints in cluster mode: the source (sweep interval) and the router its consumers feed.
+struct ClusterEvents {
+    source: EventSource,
+    router: Arc<Router>,
+    stop: watch::Receiver<bool>,
 }
 
 #[derive(Default)]
 struct Schedule {
     generation: Option<i64>,
+    /// When the policy's rules ask for the next poll.
     next_poll: Option<Timestamp>,
+    /// When the last successful full poll finished (events: the sweep is measured from it).
+    last_poll: Option<Timestamp>,
     failures: u32,
 }
 
@@ -89,6 +118,7 @@ pub struct Ctx {
     /// Policies seen by the last prune, to drop the metrics and health of deleted ones.
     known: Mutex<HashSet<PolicyId>>,
     resource: ApiResource,
+    events: Option<ClusterEvents>,
 }
 
 impl Ctx {
@@ -112,7 +142,105 @@ impl Ctx {
             entries: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
             resource: ApiResource::erase::<RedrivePolicy>(&()),
+            events: None,
         }
+    }
+
+    /// The sweep interval of `policy` when events are on.
+    fn sweep(&self, policy: &Policy) -> Option<Duration> {
+        self.events
+            .as_ref()
+            .map(|e| e.source.sweep_after(policy.poll_interval))
+    }
+
+    /// Route event hints to `policy` (after a successful poll): a worker per policy decides
+    /// them between polls with the policy's own credentials and rules.
+    fn route_hints(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        policy: &Policy,
+        reference: &ObjectReference,
+        workflows: &[String],
+    ) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let mut link = entry.hints.lock().expect("hints lock");
+        if let Some(l) = link.as_ref()
+            && events.router.routes_to(&policy.id)
+        {
+            *l.policy.write().expect("policy lock") = Arc::new(policy.clone());
+            *l.workflows.write().expect("workflows lock") = workflows.to_vec();
+            return;
+        }
+        let l = HintLink {
+            policy: Arc::new(RwLock::new(Arc::new(policy.clone()))),
+            workflows: Arc::new(RwLock::new(workflows.to_vec())),
+        };
+        let (tx, hints) = tokio::sync::mpsc::channel(BACKLOG);
+        events.router.upsert(Route {
+            policy: policy.id.clone(),
+            kind: policy.kind(),
+            workflows: l.workflows.clone(),
+            tx,
+        });
+        let (ctx, entry, spec, reference) = (
+            self.clone(),
+            entry.clone(),
+            l.policy.clone(),
+            reference.clone(),
+        );
+        tokio::spawn(worker::run(hints, events.stop.clone(), move |hint| {
+            let (ctx, entry, spec, reference) =
+                (ctx.clone(), entry.clone(), spec.clone(), reference.clone());
+            async move { ctx.decide_hint(&entry, &spec, &reference, &hint).await }
+        }));
+        *link = Some(l);
+    }
+
+    /// Stop routing hints to a policy that no longer polls (suspended, invalid, denied).
+    fn unroute_hints(&self, entry: &Entry, policy: &PolicyId) {
+        if let Some(events) = &self.events {
+            events.router.remove(policy);
+            *entry.hints.lock().expect("hints lock") = None;
+        }
+    }
+
+    async fn decide_hint(
+        &self,
+        entry: &Entry,
+        spec: &RwLock<Arc<Policy>>,
+        reference: &ObjectReference,
+        hint: &Hint,
+    ) -> Decided {
+        let _turn = entry.turn.lock().await;
+        let policy = spec.read().expect("policy lock").clone();
+        let result = self
+            .polls
+            .decide_hinted(&policy, &entry.state, hint, Timestamp::now)
+            .await;
+        self.polls.observe_hint(&policy, &result);
+        match &result {
+            Ok(report) if !report.actions.is_empty() || !report.newly_exhausted.is_empty() => {
+                let old = entry.last_status.lock().expect("status lock").clone();
+                let status = status::hinted_status(old.as_ref(), report);
+                let (ns, name) = (&policy.id.namespace, &policy.id.name);
+                match self.write_status(ns, name, old.as_ref(), &status).await {
+                    Ok(()) => *entry.last_status.lock().expect("status lock") = Some(status),
+                    // The redrives are done and in the metrics; the next poll's status shows
+                    // them in the counts it lists.
+                    Err(e) => {
+                        warn!(policy = %policy.id, error = %e, "writing status after an event hint failed")
+                    }
+                }
+                publish_poll_events(self, reference, &policy, report).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(policy = %policy.id, category = e.category().as_str(), error = %e, "deciding an event hint failed")
+            }
+        }
+        Decided::of(&result)
     }
 
     /// The AWS call counter shared by all policies.
@@ -134,6 +262,9 @@ impl Ctx {
             .lock()
             .expect("entries lock")
             .retain(|uid, _| live.contains(uid));
+        if let Some(events) = &self.events {
+            events.router.retain(live_ids);
+        }
         let mut known = self.known.lock().expect("known lock");
         for gone in known.difference(live_ids) {
             self.polls.metrics.forget_policy(gone);
@@ -261,22 +392,28 @@ pub async fn reconcile(
     let name = obj.name_any();
     let uid = obj.uid().unwrap_or_else(|| format!("{ns}/{name}"));
     let generation = obj.metadata.generation;
-    let old = obj.status.as_ref();
     let reference = obj.object_ref(&());
     let entry = ctx.entry(&uid);
+    // Our own last write when we made one: the watch cache may not show it yet, and a poll's
+    // status must add to it, not to an older copy (event hints write status between polls).
+    let cached = entry.last_status.lock().expect("status lock").clone();
+    let old = cached.as_ref().or(obj.status.as_ref());
 
     let policy = match Policy::from_resource(obj) {
         Ok(p) => p,
         Err(e) => {
             let message = e.to_string();
+            ctx.unroute_hints(
+                &entry,
+                &PolicyId {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                },
+            );
             let changed = entry.schedule.lock().expect("schedule lock").generation != generation;
-            ctx.write_status(
-                &ns,
-                &name,
-                old,
-                &status::invalid_status(old, generation, &message, now),
-            )
-            .await?;
+            let status = status::invalid_status(old, generation, &message, now);
+            ctx.write_status(&ns, &name, old, &status).await?;
+            *entry.last_status.lock().expect("status lock") = Some(status);
             if changed || old.is_none_or(|s| s.observed_generation != generation) {
                 ctx.event(
                     &reference,
@@ -293,9 +430,11 @@ pub async fn reconcile(
     };
 
     if let Err(message) = ctx.settings.roles.check(&ns, policy.role_arn()) {
+        ctx.unroute_hints(&entry, &policy.id);
         let status = status::denied_status(old, generation, "RoleNotAllowed", &message, now);
         let first_time = old.is_none_or(|s| s != &status);
         ctx.write_status(&ns, &name, old, &status).await?;
+        *entry.last_status.lock().expect("status lock") = Some(status);
         if first_time {
             ctx.event(
                 &reference,
@@ -310,6 +449,7 @@ pub async fn reconcile(
     }
 
     if policy.suspend {
+        ctx.unroute_hints(&entry, &policy.id);
         let mut status = old.cloned().unwrap_or_default();
         status.observed_generation = generation;
         status.next_poll = None;
@@ -332,6 +472,7 @@ pub async fn reconcile(
             now,
         );
         ctx.write_status(&ns, &name, old, &status).await?;
+        *entry.last_status.lock().expect("status lock") = Some(status);
         // Not polled while suspended: no liveness schedule, no stale last-poll series to alert on.
         ctx.polls.health.forget(&policy.id);
         ctx.polls.metrics.forget_policy(&policy.id);
@@ -351,25 +492,56 @@ pub async fn reconcile(
         {
             return Ok(Action::requeue(until(now, next)));
         }
+        // With events the rules' poll is skipped until the sweep is due, unless hints may be
+        // lost (a queue that cannot be read): then the policy polls on its own interval.
+        if let Some(events) = &ctx.events
+            && sched.generation == generation
+            && sched.failures == 0
+            && let Some(last) = sched.last_poll
+        {
+            let since = now.duration_since(last).unsigned_abs();
+            if !events.source.poll_due(since) {
+                let left = events.source.sweep_interval.saturating_sub(since);
+                return Ok(Action::requeue(
+                    policy.poll_interval.min(left).max(Duration::from_secs(1)),
+                ));
+            }
+        }
     }
 
     let started = std::time::Instant::now();
+    let turn = entry.turn.lock().await;
+    // A hint decided while this reconcile waited for its turn wrote a newer status.
+    let cached = entry.last_status.lock().expect("status lock").clone();
+    let old = cached.as_ref().or(old);
     let result = ctx.polls.poll(&policy, &entry.state, Timestamp::now).await;
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            let rules_next = report.next_poll;
+            let sweep = ctx.sweep(&policy);
+            if let Some(sweep) = sweep {
+                // With events on the full poll is the sweep (status and liveness expect it
+                // then); hints decide failures meanwhile.
+                report.next_poll = report.next_poll.max(report.finished + sweep);
+            }
             let next_in = until(Timestamp::now(), report.next_poll);
             ctx.polls
                 .observe_poll(&policy, &Ok(report.clone()), started.elapsed(), next_in);
-            let status = status::polled_status(old, generation, false, &report, &policy.warnings());
+            let status =
+                status::polled_status(old, generation, false, &report, &policy.warnings(), sweep);
             ctx.write_status(&ns, &name, old, &status).await?;
+            *entry.last_status.lock().expect("status lock") = Some(status);
+            drop(turn);
             {
                 let mut sched = entry.schedule.lock().expect("schedule lock");
                 sched.generation = generation;
-                sched.next_poll = Some(report.next_poll);
+                sched.next_poll = Some(rules_next);
+                sched.last_poll = Some(report.finished);
                 sched.failures = 0;
             }
+            ctx.route_hints(&entry, &policy, &reference, &report.workflows);
             publish_poll_events(&ctx, &reference, &policy, &report).await;
-            Ok(Action::requeue(until(Timestamp::now(), report.next_poll)))
+            Ok(Action::requeue(until(Timestamp::now(), rules_next)))
         }
         Err(e) => {
             let failures = {
@@ -390,6 +562,8 @@ pub async fn reconcile(
             warn!(policy = %policy.id, category = e.category().as_str(), error = %message, "poll failed");
             let status = status::failed_status(old, generation, false, &reason, &message, now);
             ctx.write_status(&ns, &name, old, &status).await?;
+            *entry.last_status.lock().expect("status lock") = Some(status);
+            drop(turn);
             let event_reason = match e.category() {
                 ErrorCategory::AccessDenied | ErrorCategory::Credentials => "AccessDenied",
                 _ => "PollFailed",
@@ -510,6 +684,7 @@ pub async fn run(
     client: Client,
     settings: ControllerSettings,
     polls: Arc<reconcile::Context>,
+    events: Option<EventSource>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), String> {
     let api: Api<DeserializeGuard<RedrivePolicy>> = match &settings.namespace {
@@ -522,7 +697,24 @@ pub async fn run(
         wc = wc.labels(sel);
     }
     let concurrency = settings.concurrency;
-    let ctx = Arc::new(Ctx::new(client, settings, polls));
+    // Consumers and hint workers stop with the controller (shutdown or lost leadership).
+    let (stop_tx, stop) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let mut ctx = Ctx::new(client, settings, polls);
+    if let Some(source) = events {
+        let (router, _consumers) =
+            source.start(ctx.polls.metrics.clone(), &ctx.polls.health, stop.clone());
+        info!(queues = source.queues.len(), sweep = ?source.sweep_interval, "reading event hints");
+        ctx.events = Some(ClusterEvents {
+            source,
+            router,
+            stop,
+        });
+    }
+    let ctx = Arc::new(ctx);
     let controller =
         Controller::new(api, wc).with_config(ControllerConfig::default().concurrency(concurrency));
     let store = controller.store();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, RecentRedrive, RedrivePolicyStatus, StatusCounts};
+use crate::crd::{Condition, EventsStatus, RecentRedrive, RedrivePolicyStatus, StatusCounts};
 use crate::engine::{Decision, Reason};
 use crate::policy::TargetKind;
 use crate::reconcile::{PollReport, RECENT_LIMIT};
@@ -131,12 +131,56 @@ pub fn reason_of_category(category: &str) -> String {
 }
 
 /// Status after a completed poll.
+/// Add a report's redrives to `status` (the total and `recent`, newest first); how many.
+fn add_actions(status: &mut RedrivePolicyStatus, report: &PollReport) -> u64 {
+    let sfn = report.target == TargetKind::StepFunctions;
+    let redriven_now = report
+        .actions
+        .iter()
+        .filter(|a| matches!(a.result, Ok(RedriveOutcome::Redriven { .. })))
+        .count() as u64;
+    status.counts.redriven = status.counts.redriven.saturating_add(redriven_now);
+    let mut recent: Vec<RecentRedrive> = report
+        .actions
+        .iter()
+        .map(|a| RecentRedrive {
+            run: a.run.clone(),
+            attempts: a.attempts,
+            execution_arn: sfn.then(|| a.run.clone()),
+            redrive_count: sfn.then_some(a.attempts),
+            at: a.at.to_string(),
+            outcome: a.outcome_code().to_string(),
+        })
+        .collect();
+    // Newest first, deterministic among equal times.
+    recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.run.cmp(&b.run)));
+    recent.append(&mut status.recent);
+    recent.truncate(RECENT_LIMIT);
+    status.recent = recent;
+    redriven_now
+}
+
+/// Status after an event hint's decision acted: its redrives are added; conditions, decision
+/// counts and the poll schedule stay those of the last full poll.
+pub fn hinted_status(
+    old: Option<&RedrivePolicyStatus>,
+    report: &PollReport,
+) -> RedrivePolicyStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let n = add_actions(&mut status, report);
+    let events = status.events.get_or_insert_with(EventsStatus::default);
+    events.redriven_from_hints = events.redriven_from_hints.saturating_add(n);
+    events.last_hint_action = Some(report.finished.to_string());
+    status
+}
+
 pub fn polled_status(
     old: Option<&RedrivePolicyStatus>,
     generation: Option<i64>,
     suspended: bool,
     report: &PollReport,
     warnings: &[String],
+    sweep: Option<std::time::Duration>,
 ) -> RedrivePolicyStatus {
     let now = report.finished;
     let mut status = old.cloned().unwrap_or_default();
@@ -146,8 +190,7 @@ pub fn polled_status(
     let workflows = u32::try_from(report.workflows.len()).unwrap_or(u32::MAX);
     status.target = Some(report.target.as_str().to_string());
     status.workflows = workflows;
-    let sfn = report.target == TargetKind::StepFunctions;
-    status.state_machines = sfn.then_some(workflows);
+    status.state_machines = (report.target == TargetKind::StepFunctions).then_some(workflows);
 
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let (mut waiting, mut exhausted) = (0, 0);
@@ -166,35 +209,17 @@ pub fn polled_status(
             *by_reason.entry(r.code().to_string()).or_insert(0) += 1;
         }
     }
-    let redriven_now = report
-        .actions
-        .iter()
-        .filter(|a| matches!(a.result, Ok(RedriveOutcome::Redriven { .. })))
-        .count() as u64;
+    let redriven_now = add_actions(&mut status, report);
     status.counts = StatusCounts {
-        redriven: status.counts.redriven.saturating_add(redriven_now),
+        redriven: status.counts.redriven,
         waiting,
         exhausted,
         by_reason,
     };
-
-    let mut recent: Vec<RecentRedrive> = report
-        .actions
-        .iter()
-        .map(|a| RecentRedrive {
-            run: a.run.clone(),
-            attempts: a.attempts,
-            execution_arn: sfn.then(|| a.run.clone()),
-            redrive_count: sfn.then_some(a.attempts),
-            at: a.at.to_string(),
-            outcome: a.outcome_code().to_string(),
-        })
-        .collect();
-    // Newest first, deterministic among equal times.
-    recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.run.cmp(&b.run)));
-    recent.append(&mut status.recent);
-    recent.truncate(RECENT_LIMIT);
-    status.recent = recent;
+    status.events = sweep.map(|sweep| EventsStatus {
+        sweep_interval: humantime::format_duration(sweep).to_string(),
+        ..status.events.take().unwrap_or_default()
+    });
 
     let errors = report.errors();
     set_condition(

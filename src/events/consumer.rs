@@ -49,6 +49,9 @@ pub struct ConsumerStats {
     /// /livez fails when it stops moving (a wedged consumer), not when the queue is down
     /// (a restart would not bring the queue back; the sweep covers meanwhile).
     pub last_turn: AtomicU64,
+    /// Whether the last ReceiveMessage failed: while it does, policies poll on their
+    /// pollInterval instead of waiting for the sweep.
+    pub failing: std::sync::atomic::AtomicBool,
     /// Where the counts above are also exported.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -131,11 +134,13 @@ pub async fn run(
                 backoff = Duration::from_millis(200);
                 let now = unix_now();
                 stats.last_receive.store(now, Ordering::Relaxed);
+                stats.failing.store(false, Ordering::Relaxed);
                 stats.metrics.event_last_receive.set(now as f64);
                 o.messages.unwrap_or_default()
             }
             Err(e) => {
                 stats.receive_errors.fetch_add(1, Ordering::Relaxed);
+                stats.failing.store(true, Ordering::Relaxed);
                 stats.metrics.event_receive_errors.inc();
                 let e = crate::targets::TargetError::from_sdk("ReceiveMessage", &e);
                 tracing::warn!(queue = %settings.url, error = %e, "receiving events failed; polling keeps working");

@@ -23,12 +23,43 @@ pub struct EventSource {
     pub queues: Vec<consumer::QueueSettings>,
     /// With events on, a policy's full poll runs every max(pollInterval, sweepInterval).
     pub sweep_interval: Duration,
+    /// The consumers' counters, once started.
+    pub consumers: std::sync::OnceLock<Vec<Arc<consumer::ConsumerStats>>>,
 }
 
 impl EventSource {
-    /// When a policy's next full poll is due, `next` being what its rules alone ask for.
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        queues: Vec<consumer::QueueSettings>,
+        sweep_interval: Duration,
+    ) -> Self {
+        Self {
+            client,
+            queues,
+            sweep_interval,
+            consumers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// When a policy's next full poll is due while hints flow, `next` being what its rules
+    /// alone ask for.
     pub fn sweep_after(&self, next: Duration) -> Duration {
         next.max(self.sweep_interval)
+    }
+
+    /// Whether every queue answered its last receive: while one does not, hints may be lost
+    /// and policies poll on their own pollInterval (the latency they had without events).
+    pub fn healthy(&self) -> bool {
+        self.consumers.get().is_none_or(|c| {
+            c.iter()
+                .all(|s| !s.failing.load(std::sync::atomic::Ordering::Relaxed))
+        })
+    }
+
+    /// Whether a policy whose rules ask for a poll now, and whose last full poll was
+    /// `since_last` ago, polls: when the sweep is due, or when hints may be lost.
+    pub fn poll_due(&self, since_last: Duration) -> bool {
+        since_last >= self.sweep_interval || !self.healthy()
     }
 
     /// A router for hints, and one consumer task per queue feeding it until `stop` (each
@@ -48,12 +79,14 @@ impl EventSource {
             .min()
             .unwrap_or(Duration::from_secs(30));
         let router = Arc::new(router::Router::new(answer_within, metrics.clone()));
+        let mut all = Vec::new();
         let tasks = self
             .queues
             .iter()
             .map(|q| {
                 let stats = Arc::new(consumer::ConsumerStats::with_metrics(metrics.clone()));
                 health.watch_consumer(&q.url, stats.clone(), consumer::turn_bound(q));
+                all.push(stats.clone());
                 tokio::spawn(consumer::run(
                     self.client.clone(),
                     q.clone(),
@@ -63,6 +96,7 @@ impl EventSource {
                 ))
             })
             .collect();
+        let _ = self.consumers.set(all);
         (router, tasks)
     }
 }

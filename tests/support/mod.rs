@@ -1,6 +1,7 @@
 //! Shared helpers for tests that drive the `redrive-operator` binary against the emulator.
 #![allow(dead_code)]
 
+pub mod events;
 pub mod flows;
 pub mod pipelines;
 
