@@ -127,16 +127,19 @@ async fn first_sweep(emu: &EmulatorHandle) {
 }
 
 /// A failure after the first sweep is redriven from its event, long before the next sweep
-/// (1 h away): no listing happens in between. Duplicated events (every event delivered twice)
-/// redrive once.
+/// (1 h away): no listing happens in between. Duplicated and reordered events (every event
+/// delivered twice, half of them late) redrive once: a late FAILED finds the run running again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_is_redriven_from_its_event_without_waiting_for_the_sweep() {
     let region = "us-west-2";
     let url = queue(region).await;
     let emu = start(
         region,
+        // Every event twice, half of them out of order: a FAILED may arrive after the RUNNING
+        // of the redrive it caused.
         EventFaults {
             duplicate_rate: 1.0,
+            reorder_rate: 0.5,
             ..EventFaults::default()
         },
     )

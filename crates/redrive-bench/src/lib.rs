@@ -9,6 +9,7 @@
 pub mod check;
 pub mod data;
 pub mod drain;
+pub mod events;
 pub mod idle;
 pub mod latency;
 pub mod plot;
@@ -26,9 +27,10 @@ use serde::Serialize;
 
 use check::Correctness;
 use drain::DrainResult;
+use events::EventsResult;
 use idle::IdleResult;
 use latency::LatencyResult;
-use redrive_emulator::QuotaPreset;
+use redrive_emulator::{EventFaults, QuotaPreset};
 use scale::{ChildCommand, ScaleResult};
 
 /// A throttling preset and the factor applied to its bucket sizes and refill rates.
@@ -54,6 +56,7 @@ pub enum Phase {
     Baseline,
     Idle,
     Latency,
+    Events,
 }
 
 /// Everything a run needs.
@@ -75,6 +78,10 @@ pub struct BenchConfig {
     pub latency_rate: f64,
     pub latency_injection: Duration,
     pub poll_interval: Duration,
+    /// The events phase's sweep with clean events, and with 30 % dropped and 30 % duplicated
+    /// (the dropped ones wait for it).
+    pub events_sweep: Duration,
+    pub events_faulty_sweep: Duration,
     pub phases: BTreeSet<Phase>,
     pub out: PathBuf,
     #[serde(skip)]
@@ -104,12 +111,15 @@ impl BenchConfig {
             latency_rate: 5.0,
             latency_injection: Duration::from_secs(40),
             poll_interval: Duration::from_secs(10),
+            events_sweep: Duration::from_secs(600),
+            events_faulty_sweep: Duration::from_secs(30),
             phases: [
                 Phase::Scale,
                 Phase::Drain,
                 Phase::Baseline,
                 Phase::Idle,
                 Phase::Latency,
+                Phase::Events,
             ]
             .into_iter()
             .collect(),
@@ -139,6 +149,7 @@ impl BenchConfig {
             scale_quota_scale: 1.0,
             latency_rate: 2.0,
             latency_injection: Duration::from_secs(3),
+            events_faulty_sweep: Duration::from_secs(10),
             ..Self::standard()
         }
     }
@@ -154,6 +165,7 @@ pub struct BenchReport {
     pub drains: Vec<DrainResult>,
     pub idle: Option<IdleResult>,
     pub latency: Option<LatencyResult>,
+    pub events: Vec<EventsResult>,
     pub errors: Vec<String>,
     pub correctness: Correctness,
     pub targets: Vec<Target>,
@@ -348,6 +360,52 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         }
     }
 
+    let mut events_results = Vec::new();
+    if has(Phase::Events) {
+        let clean = EventFaults::default();
+        let faulty = EventFaults {
+            drop_rate: 0.3,
+            duplicate_rate: 0.3,
+            ..EventFaults::default()
+        };
+        for (name, sweep, faults) in [
+            ("events", config.events_sweep, clean),
+            (
+                "events, 30% dropped + 30% duplicated",
+                config.events_faulty_sweep,
+                faulty,
+            ),
+        ] {
+            say(format!(
+                "{name}: {}/s failures for {}s, pollInterval {}s, sweep {}s",
+                config.latency_rate,
+                config.latency_injection.as_secs(),
+                config.poll_interval.as_secs(),
+                sweep.as_secs()
+            ));
+            match events::run(
+                name,
+                q,
+                config.poll_interval,
+                sweep,
+                config.latency_rate,
+                config.latency_injection,
+                faults,
+            )
+            .await
+            {
+                Ok(r) => {
+                    correctness.merge(&r.correctness);
+                    if r.timed_out {
+                        errors.push(format!("{name}: not every failure redriven in time"));
+                    }
+                    events_results.push(r);
+                }
+                Err(e) => errors.push(format!("{name}: {e}")),
+            }
+        }
+    }
+
     let mut report = BenchReport {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         total_s: started.elapsed().as_secs_f64(),
@@ -355,6 +413,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         drains,
         idle: idle_result,
         latency: latency_result,
+        events: events_results,
         errors,
         correctness,
         targets: Vec::new(),
@@ -536,6 +595,45 @@ fn targets(r: &BenchReport) -> Vec<Target> {
             "report",
             format!("{:.1}s / {:.1}s", l.p50_s, l.p99_s),
             None,
+        );
+    }
+    if let Some(e) = r.events.iter().find(|e| e.drop_rate == 0.0) {
+        add(
+            "events: failure → redrive p99 (no minAge / backoff due)",
+            "≤ 2 s",
+            format!("{:.2}s (p50 {:.2}s)", e.p99_s, e.p50_s),
+            Some(e.p99_s <= 2.0),
+        );
+        add(
+            "events: ListExecutions per (machine, status) after the first sweep",
+            "≤ run / sweep",
+            format!(
+                "{} in {:.0}s (sweep {:.0}s)",
+                e.list_after_first_sweep, e.run_s, e.sweep_s
+            ),
+            Some(e.list_after_first_sweep as f64 <= (e.run_s / e.sweep_s).floor()),
+        );
+        let x = e.polling_list_per_hour_at_same_p99 / e.sweep_list_per_hour;
+        add(
+            "events: idle ListExecutions/h vs polling at the same p99",
+            "≥ 10× fewer",
+            format!(
+                "{:.0}/h vs {:.0}/h ({x:.0}×)",
+                e.sweep_list_per_hour, e.polling_list_per_hour_at_same_p99
+            ),
+            Some(x >= 10.0),
+        );
+    }
+    if let Some(e) = r.events.iter().find(|e| e.drop_rate > 0.0) {
+        let c = &e.correctness;
+        add(
+            "events, 30% dropped + 30% duplicated: dup / left / inelig.",
+            "0 / 0 / 0",
+            format!(
+                "{} / {} / {}",
+                c.duplicates, c.left_behind, c.ineligible_redriven
+            ),
+            Some(c.ok),
         );
     }
     t
@@ -733,6 +831,27 @@ pub fn render(r: &BenchReport) -> String {
             format!(
                 "p50 {:.1}s, p99 {:.1}s, max {:.1}s, mean {:.1}s",
                 l.p50_s, l.p99_s, l.max_s, l.mean_s
+            ),
+        ]);
+    }
+    for e in &r.events {
+        t.add_row(vec![
+            format!(
+                "{}: {} failures (+{} excluded) at {}/s, sweep {}s",
+                e.name, e.injected, e.excluded, e.failures_per_s, e.sweep_s
+            ),
+            format!(
+                "p50 {:.2}s, p99 {:.2}s, max {:.1}s; ListExecutions {} in {:.0}s; events published {}, dropped {}; dup {} / left {} / inelig. {}",
+                e.p50_s,
+                e.p99_s,
+                e.max_s,
+                e.list_calls,
+                e.run_s,
+                e.events_published,
+                e.events_dropped,
+                e.correctness.duplicates,
+                e.correctness.left_behind,
+                e.correctness.ineligible_redriven
             ),
         ]);
     }

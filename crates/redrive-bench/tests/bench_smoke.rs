@@ -91,6 +91,22 @@ fn quick_benchmark_runs_every_phase_and_checks_the_ledger() {
     assert_eq!(latency["correctness"]["ok"], true);
     assert!(latency["p99_s"].as_f64().unwrap() >= latency["p50_s"].as_f64().unwrap());
 
+    // Events: both runs, every eligible failure redriven once, nothing excluded acted on, and
+    // the faulty run really lost events (the sweep caught them).
+    let events = json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{json:#}");
+    for e in events {
+        assert_eq!(e["correctness"]["ok"], true, "{e:#}");
+        assert!(e["excluded"].as_u64().unwrap() > 0, "{e:#}");
+        assert!(e["events_published"].as_u64().unwrap() > 0, "{e:#}");
+    }
+    assert_eq!(events[0]["events_dropped"], 0);
+    assert!(
+        events[1]["events_dropped"].as_u64().unwrap() > 0,
+        "{:#}",
+        events[1]
+    );
+
     let png = std::fs::read(dir.path().join("backlog.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(png.len() > 10_000);
