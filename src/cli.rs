@@ -569,19 +569,9 @@ async fn run(args: RunArgs) -> ExitCode {
     let events = if args.once {
         None
     } else {
-        match args
-            .events
-            .source(
-                &args.aws.poll_settings().aws,
-                usize::from(args.aws.concurrency),
-            )
-            .await
-        {
+        match event_source(&args).await {
             Ok(e) => e,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         }
     };
     let totals = local::run_with_events(
@@ -600,6 +590,20 @@ async fn run(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The event source the flags configure (None without queues); an error is printed.
+async fn event_source(args: &RunArgs) -> Result<Option<crate::events::EventSource>, ExitCode> {
+    args.events
+        .source(
+            &args.aws.poll_settings().aws,
+            usize::from(args.aws.concurrency),
+        )
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 /// Exit code of a replica that lost the lease while leading.
@@ -637,19 +641,9 @@ async fn run_in_cluster(args: RunArgs) -> ExitCode {
                 client.clone(),
             )),
     );
-    let events = match args
-        .events
-        .source(
-            &args.aws.poll_settings().aws,
-            usize::from(args.aws.concurrency),
-        )
-        .await
-    {
+    let events = match event_source(&args).await {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let settings = crate::controller::ControllerSettings {
         namespace: c.namespace.clone(),

@@ -27,39 +27,15 @@ use cluster::Cluster;
 use operator::OperatorProcess;
 use shared_cluster::{ClusterGuard, SharedCluster};
 
-const POLICY_CRD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/redrivepolicies.redrive.dev.yaml"
-);
-const ATTEMPT_CRD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/redriveattempts.redrive.dev.yaml"
-);
-
 /// Tests of this binary that use the shared control plane (checked below). The outage test
 /// stops its API server, so it has one of its own.
 const CLUSTER_TESTS: usize = 4;
 
 static SHARED: SharedCluster = SharedCluster::new(CLUSTER_TESTS);
 
-/// A control plane with both CRDs installed.
-async fn cluster_with_crds() -> Cluster {
-    let c = cluster::start().await;
-    c.kubectl_ok(["apply", "--server-side", "-f", POLICY_CRD]);
-    c.kubectl_ok(["apply", "--server-side", "-f", ATTEMPT_CRD]);
-    c.kubectl_ok([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/redrivepolicies.redrive.dev",
-        "crd/redriveattempts.redrive.dev",
-    ]);
-    c
-}
-
 /// The control plane shared by the tests of this binary that leave it running.
 async fn cluster() -> ClusterGuard {
-    SHARED.get(cluster_with_crds).await
+    SHARED.get(cluster::start_with_crds).await
 }
 
 #[test]
@@ -94,18 +70,6 @@ fn policy(ns: &str, name: &str, pipelines: &[String], extra: Value) -> Value {
         "metadata": {"name": name, "namespace": ns},
         "spec": spec,
     })
-}
-
-fn apply(c: &Cluster, doc: &Value) {
-    let out = c.kubectl_with_stdin(
-        ["apply", "--server-side", "--validate=strict", "-f", "-"],
-        &doc.to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Operator flags: this test's emulator and namespace only (the tests of this binary share
@@ -217,15 +181,12 @@ async fn retries_failed_stages_within_the_policy_rules() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    apply(
-        c,
-        &policy(
-            ns,
-            "deploys",
-            &names,
-            json!({"maxRedrives": 2, "errors": {"exclude": ["ConfigurationError"]}}),
-        ),
-    );
+    c.apply_json(&policy(
+        ns,
+        "deploys",
+        &names,
+        json!({"maxRedrives": 2, "errors": {"exclude": ["ConfigurationError"]}}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut op = spawn(c, "op-rules", dir.path(), &operator_args(&emu, ns));
 
@@ -341,7 +302,7 @@ async fn three_replicas_without_a_lease_never_retry_twice() {
     c.kubectl_ok(["create", "namespace", ns]);
     let (scenario, names) = fleet("svc", 12, 1);
     let emu = start_emulator(scenario).await;
-    apply(c, &policy(ns, "fleet", &names, json!({"maxRedrives": 3})));
+    c.apply_json(&policy(ns, "fleet", &names, json!({"maxRedrives": 3})));
     let dir = tempfile::tempdir().unwrap();
     let args = operator_args(&emu, ns);
     let mut ops: Vec<OperatorProcess> = (0..3)
@@ -406,7 +367,7 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
         ],
         ..FaultConfig::default()
     });
-    apply(c, &policy(ns, "batches", &names, json!({"maxRedrives": 5})));
+    c.apply_json(&policy(ns, "batches", &names, json!({"maxRedrives": 5})));
     let dir = tempfile::tempdir().unwrap();
     let args = operator_args(&emu, ns);
     for i in 0..kills {
@@ -445,14 +406,14 @@ async fn kill9_at_random_moments_never_retries_twice_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
     // Its own control plane: stopping a shared API server would disturb the other tests.
-    let own = cluster_with_crds().await;
+    let own = cluster::start_with_crds().await;
     let c: &Cluster = &own;
     let ns = "cp-outage";
     c.kubectl_ok(["create", "namespace", ns]);
     let (scenario, names) = fleet("etl", 6, 2);
     let emu = start_emulator(scenario).await;
     let doc = policy(ns, "etl", &names, json!({"maxRedrives": 4}));
-    apply(c, &doc);
+    c.apply_json(&doc);
     let dir = tempfile::tempdir().unwrap();
     let args = operator_args(&emu, ns);
     let mut op = spawn(c, "op-outage", dir.path(), &args);
@@ -469,7 +430,7 @@ async fn api_server_outage_and_gitops_recreate_never_redo_an_attempt() {
     c.start_apiserver().await;
     // GitOps: the policy is deleted and applied again (a new object, a new uid).
     c.kubectl_ok(["delete", "rdp", "-n", ns, "etl", "--wait=true"]);
-    apply(c, &doc);
+    c.apply_json(&doc);
     let done = all_succeed(&emu, &names, Duration::from_secs(150)).await;
     assert!(
         done,
@@ -515,18 +476,15 @@ async fn unknown_pipelines_and_unmatched_stage_globs_are_reported_and_the_rest_w
     let emu =
         start_emulator(Scenario::new().with_pipeline(failing("good", fails_then_succeeds(1))))
             .await;
-    apply(
-        c,
-        &policy(
-            ns,
-            "mixed",
-            &["good".to_string(), "no-such-pipeline".to_string()],
-            json!({}),
-        ),
-    );
+    c.apply_json(&policy(
+        ns,
+        "mixed",
+        &["good".to_string(), "no-such-pipeline".to_string()],
+        json!({}),
+    ));
     let mut globbed = policy(ns, "globs", &["good".to_string()], json!({}));
     globbed["spec"]["codePipeline"]["stages"] = json!(["Deploy-*"]);
-    apply(c, &globbed);
+    c.apply_json(&globbed);
     // Two targets in one policy: rejected at admission with the CEL message.
     let mut both = policy(ns, "both", &["good".to_string()], json!({}));
     both["spec"]["stepFunctions"] =

@@ -31,35 +31,12 @@ use operator::OperatorProcess;
 use shared_cluster::{ClusterGuard, SharedCluster};
 
 const ACCOUNT: &str = support::ACCOUNT;
-const POLICY_CRD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/redrivepolicies.redrive.dev.yaml"
-);
-const ATTEMPT_CRD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/redriveattempts.redrive.dev.yaml"
-);
-
 const CLUSTER_TESTS: usize = 2;
 
 static SHARED: SharedCluster = SharedCluster::new(CLUSTER_TESTS);
 
-async fn cluster_with_crds() -> Cluster {
-    let c = cluster::start().await;
-    c.kubectl_ok(["apply", "--server-side", "-f", POLICY_CRD]);
-    c.kubectl_ok(["apply", "--server-side", "-f", ATTEMPT_CRD]);
-    c.kubectl_ok([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/redrivepolicies.redrive.dev",
-        "crd/redriveattempts.redrive.dev",
-    ]);
-    c
-}
-
 async fn cluster() -> ClusterGuard {
-    SHARED.get(cluster_with_crds).await
+    SHARED.get(cluster::start_with_crds).await
 }
 
 #[test]
@@ -82,18 +59,6 @@ async fn start_emulator(region: &str, scenario: Scenario) -> EmulatorHandle {
         ..EmulatorConfig::default()
     };
     emulator::start(config, scenario).await.expect("emulator")
-}
-
-fn apply(c: &Cluster, doc: &Value) {
-    let out = c.kubectl_with_stdin(
-        ["apply", "--server-side", "--validate=strict", "-f", "-"],
-        &doc.to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn policy(ns: &str, name: &str, target: Value) -> Value {
@@ -179,14 +144,11 @@ async fn step_functions_failures_are_redriven_from_their_events_in_cluster_mode(
     let emu = start_emulator(region, scenario).await;
     let machine = format!("arn:aws:states:{region}:{ACCOUNT}:stateMachine:orders");
     let exec = |n: &str| format!("arn:aws:states:{region}:{ACCOUNT}:execution:orders:{n}");
-    apply(
-        c,
-        &policy(
-            ns,
-            "orders",
-            json!({"stepFunctions": {"region": region, "stateMachines": [machine]}}),
-        ),
-    );
+    c.apply_json(&policy(
+        ns,
+        "orders",
+        json!({"stepFunctions": {"region": region, "stateMachines": [machine]}}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut op = spawn(c, "op-events-sfn", dir.path(), &emu, ns, region, &url);
 
@@ -294,15 +256,12 @@ async fn codepipeline_stage_failures_are_retried_from_their_events_in_cluster_mo
     })
     .await;
     assert!(settled.is_some(), "the first execution succeeds");
-    apply(
-        c,
-        &policy(
-            ns,
-            "deploys",
-            // Polls an hour apart: only an event can lead to the retry within the test.
-            json!({"codePipeline": {"region": region, "pipelines": ["deploys"]}, "pollInterval": "1h"}),
-        ),
-    );
+    c.apply_json(&policy(
+        ns,
+        "deploys",
+        // Polls an hour apart: only an event can lead to the retry within the test.
+        json!({"codePipeline": {"region": region, "pipelines": ["deploys"]}, "pollInterval": "1h"}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut op = spawn(c, "op-events-cp", dir.path(), &emu, ns, region, &url);
     let swept = wait_for(Duration::from_secs(60), || async {

@@ -30,36 +30,13 @@ use cluster::Cluster;
 use operator::OperatorProcess;
 use shared_cluster::{ClusterGuard, SharedCluster};
 
-const POLICY_CRD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/redrivepolicies.redrive.dev.yaml"
-);
-const ATTEMPT_CRD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/redriveattempts.redrive.dev.yaml"
-);
-
 /// Tests of this binary that use the shared control plane.
 const CLUSTER_TESTS: usize = 4;
 
 static SHARED: SharedCluster = SharedCluster::new(CLUSTER_TESTS);
 
 async fn cluster() -> ClusterGuard {
-    SHARED
-        .get(|| async {
-            let c = cluster::start().await;
-            c.kubectl_ok(["apply", "--server-side", "-f", POLICY_CRD]);
-            c.kubectl_ok(["apply", "--server-side", "-f", ATTEMPT_CRD]);
-            c.kubectl_ok([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/redrivepolicies.redrive.dev",
-                "crd/redriveattempts.redrive.dev",
-            ]);
-            c
-        })
-        .await
+    SHARED.get(cluster::start_with_crds).await
 }
 
 #[test]
@@ -103,22 +80,13 @@ fn apply(c: &Cluster, doc: &Value) -> std::process::Output {
     )
 }
 
-fn apply_ok(c: &Cluster, doc: &Value) {
-    let out = apply(c, doc);
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn create_secret(c: &Cluster, ns: &str, name: &str, secret: &str) {
     let doc = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": ns},
         "stringData": secret_data(secret),
     });
-    apply_ok(c, &doc);
+    c.apply_json(&doc);
 }
 
 fn operator_args(emu: &EmulatorHandle, ns: &str) -> Vec<String> {
@@ -245,20 +213,17 @@ async fn retriggers_failed_runs_within_the_policy_rules() {
     .map(|n| id(n))
     .collect();
     create_secret(c, ns, "aep", CLIENT_SECRET);
-    apply_ok(
-        c,
-        &policy(
-            ns,
-            "dataflows",
-            "aep",
-            &all,
-            json!({
-                "maxRedrives": 2,
-                "errors": {"exclude": ["CONNECTOR-4*"]},
-                "flowService": {"includeEmptySuccess": true},
-            }),
-        ),
-    );
+    c.apply_json(&policy(
+        ns,
+        "dataflows",
+        "aep",
+        &all,
+        json!({
+            "maxRedrives": 2,
+            "errors": {"exclude": ["CONNECTOR-4*"]},
+            "flowService": {"includeEmptySuccess": true},
+        }),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut op = spawn(c, "op", dir.path(), &operator_args(&emu, ns));
     let per_root = |name: &str| -> usize {
@@ -404,10 +369,13 @@ async fn replicas_kills_token_expiry_and_429_storms_never_retrigger_twice() {
     });
     emu.set_flowservice_throttle(0.2, Duration::from_secs(1));
     create_secret(c, ns, "aep", CLIENT_SECRET);
-    apply_ok(
-        c,
-        &policy(ns, "fleet", "aep", &flows, json!({"maxRedrives": 3})),
-    );
+    c.apply_json(&policy(
+        ns,
+        "fleet",
+        "aep",
+        &flows,
+        json!({"maxRedrives": 3}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let args = operator_args(&emu, ns);
     let mut replicas: Vec<OperatorProcess> = (0..3)
@@ -463,10 +431,13 @@ async fn secret_rotation_takes_effect_without_a_restart() {
     let (scenario, flows) = fleet("rot", 1, 1);
     let emu = start_emulator(EmulatorConfig::default(), scenario).await;
     create_secret(c, ns, "aep", CLIENT_SECRET);
-    apply_ok(
-        c,
-        &policy(ns, "rotating", "aep", &flows, json!({"maxRedrives": 5})),
-    );
+    c.apply_json(&policy(
+        ns,
+        "rotating",
+        "aep",
+        &flows,
+        json!({"maxRedrives": 5}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut op = spawn(c, "op", dir.path(), &operator_args(&emu, ns));
     assert!(
@@ -533,29 +504,23 @@ async fn bad_input_is_reported_and_the_rest_works() {
     let emu = start_emulator(EmulatorConfig::default(), scenario).await;
     let stream = emu.flow_id("events-stream").unwrap();
     create_secret(c, ns, "aep", CLIENT_SECRET);
-    apply_ok(c, &policy(ns, "good", "aep", &flows, json!({})));
-    apply_ok(c, &policy(ns, "no-secret", "missing", &flows, json!({})));
+    c.apply_json(&policy(ns, "good", "aep", &flows, json!({})));
+    c.apply_json(&policy(ns, "no-secret", "missing", &flows, json!({})));
     // Valid but self-defeating: a failure can leave the window between two polls.
-    apply_ok(
-        c,
-        &policy(
-            ns,
-            "slow",
-            "aep",
-            &flows,
-            json!({"pollInterval": "1h", "window": {"maxAge": "1h"}}),
-        ),
-    );
-    apply_ok(
-        c,
-        &policy(
-            ns,
-            "unknown-flow",
-            "aep",
-            &["no-such-flow".to_string(), stream],
-            json!({}),
-        ),
-    );
+    c.apply_json(&policy(
+        ns,
+        "slow",
+        "aep",
+        &flows,
+        json!({"pollInterval": "1h", "window": {"maxAge": "1h"}}),
+    ));
+    c.apply_json(&policy(
+        ns,
+        "unknown-flow",
+        "aep",
+        &["no-such-flow".to_string(), stream],
+        json!({}),
+    ));
     // Admission: both targets, and no flows.
     let mut both = policy(ns, "both", "aep", &flows, json!({}));
     both["spec"]["codePipeline"] = json!({"region": "us-east-1", "pipelines": ["x"]});

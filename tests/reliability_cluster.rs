@@ -72,15 +72,6 @@ fn policy_doc(ns: &str, name: &str, machines: &[&str], extra: Value) -> Value {
     })
 }
 
-fn apply(c: &Cluster, doc: &Value) {
-    let out = c.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], &doc.to_string());
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn policy_status(c: &Cluster, ns: &str, name: &str) -> Option<Value> {
     let api: Api<RedrivePolicy> = Api::namespaced(c.client().await, ns);
     let p = api.get_opt(name).await.ok()??;
@@ -206,9 +197,7 @@ async fn kill_9_in_cluster_mode_even_between_redrive_and_status_write() {
     )
     .await
     .unwrap();
-    apply(
-        &c,
-        &policy_doc(
+    c.apply_json(&policy_doc(
             "crash",
             "orders",
             &MACHINES,
@@ -378,8 +367,8 @@ async fn three_replicas_without_a_lease_never_duplicate_and_what_the_lease_saves
     .await
     .unwrap();
     let spec = json!({"maxRedrives": 2, "backoff": {"initial": "1s", "max": "1s", "factor": 1, "jitter": 0}});
-    apply(&c, &policy_doc("solo", "orders", &SOLO, spec.clone()));
-    apply(&c, &policy_doc("trio", "orders", &TRIO, spec));
+    c.apply_json(&policy_doc("solo", "orders", &SOLO, spec.clone()));
+    c.apply_json(&policy_doc("trio", "orders", &TRIO, spec));
     let dir = tempfile::tempdir().unwrap();
     let common = |ns: &'static str| {
         vec![
@@ -528,10 +517,12 @@ async fn api_server_outage_watch_resume_and_status_conflicts_converge() {
     let h = emulator::start(EmulatorConfig::default(), batch(&MACHINES, "a-", 5))
         .await
         .unwrap();
-    apply(
-        &c,
-        &policy_doc("outage", "orders", &MACHINES, json!({"maxRedrives": 1})),
-    );
+    c.apply_json(&policy_doc(
+        "outage",
+        "orders",
+        &MACHINES,
+        json!({"maxRedrives": 1}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let op = OperatorProcess::spawn(
         "survivor",
@@ -659,10 +650,12 @@ async fn api_server_outage_watch_resume_and_status_conflicts_converge() {
     // the watch itself: its resourceVersion expired during the outage (410 Gone), so the
     // watcher must list afresh (after its exponential backoff, up to 30 s per step).
     h.seed(batch(&["api-c"], "late-", 2)).unwrap();
-    apply(
-        &c,
-        &policy_doc("outage", "late", &["api-c"], json!({"maxRedrives": 1})),
-    );
+    c.apply_json(&policy_doc(
+        "outage",
+        "late",
+        &["api-c"],
+        json!({"maxRedrives": 1}),
+    ));
     let created = Instant::now();
     wait_until(
         Duration::from_secs(120),
@@ -734,19 +727,18 @@ async fn aws_faults_show_in_status_and_events_and_spare_the_other_policy() {
         access_denied_state_machines: vec![denied.clone()],
         ..FaultConfig::default()
     });
-    apply(
-        &c,
-        &policy_doc(
-            "faulty",
-            "mixed",
-            &["f-ok", "f-denied"],
-            json!({"maxRedrives": 1}),
-        ),
-    );
-    apply(
-        &c,
-        &policy_doc("faulty", "other", &["f-other"], json!({"maxRedrives": 1})),
-    );
+    c.apply_json(&policy_doc(
+        "faulty",
+        "mixed",
+        &["f-ok", "f-denied"],
+        json!({"maxRedrives": 1}),
+    ));
+    c.apply_json(&policy_doc(
+        "faulty",
+        "other",
+        &["f-other"],
+        json!({"maxRedrives": 1}),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let op = OperatorProcess::spawn(
         "faults",
@@ -884,12 +876,9 @@ async fn namespaces_act_only_through_roles_that_trust_them_and_credentials_never
     };
     // team-b first, so that its session of role B exists (and is cached) before team-a tries
     // role B: the cache must not lend it to another namespace.
-    apply(&c, &with_role("team-b", "orders", &["ten-b"], Some(role_b)));
+    c.apply_json(&with_role("team-b", "orders", &["ten-b"], Some(role_b)));
     // Role B may only touch ten-b: a team-b policy naming ten-x gets AccessDenied from AWS.
-    apply(
-        &c,
-        &with_role("team-b", "overreach", &["ten-x"], Some(role_b)),
-    );
+    c.apply_json(&with_role("team-b", "overreach", &["ten-x"], Some(role_b)));
     let dir = tempfile::tempdir().unwrap();
     let allow_a = format!("team-a={}", "arn:aws:iam::123456789012:role/*");
     let allow_b = format!("team-b={role_b}");
@@ -919,13 +908,10 @@ async fn namespaces_act_only_through_roles_that_trust_them_and_credentials_never
     .await;
     // Now team-a names role B (trusts only team-b), role A (fine), and team-b names role A
     // (allowlist), team-c names none (--require-role).
-    apply(&c, &with_role("team-a", "orders", &["ten-a"], Some(role_a)));
-    apply(&c, &with_role("team-a", "borrow", &["ten-x"], Some(role_b)));
-    apply(
-        &c,
-        &with_role("team-b", "wrong-role", &["ten-x"], Some(role_a)),
-    );
-    apply(&c, &with_role("team-c", "no-role", &["ten-x"], None));
+    c.apply_json(&with_role("team-a", "orders", &["ten-a"], Some(role_a)));
+    c.apply_json(&with_role("team-a", "borrow", &["ten-x"], Some(role_b)));
+    c.apply_json(&with_role("team-b", "wrong-role", &["ten-x"], Some(role_a)));
+    c.apply_json(&with_role("team-c", "no-role", &["ten-x"], None));
 
     wait_until(WAIT, "team-a redriven", &diag, || async {
         converged(&h, &["ten-a"], 1).is_ok().then_some(())

@@ -173,6 +173,32 @@ rules:
   - level: Metadata
 ";
 
+/// `start()`, then the project's two CRDs (RedrivePolicy, RedriveAttempt) installed from
+/// `crds/` and Established.
+pub async fn start_with_crds() -> Cluster {
+    let c = start().await;
+    for crd in [
+        "redrivepolicies.redrive.dev.yaml",
+        "redriveattempts.redrive.dev.yaml",
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(crd);
+        c.kubectl_ok([
+            OsStr::new("apply"),
+            OsStr::new("--server-side"),
+            OsStr::new("-f"),
+            path.as_os_str(),
+        ]);
+    }
+    c.kubectl_ok([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/redrivepolicies.redrive.dev",
+        "crd/redriveattempts.redrive.dev",
+    ]);
+    c
+}
+
 /// Like `start()`, with the extras `options` asks for.
 pub async fn start_with(options: Options) -> Cluster {
     installed();
@@ -454,6 +480,20 @@ impl Cluster {
             );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply --server-side --validate=strict` of one JSON document; panics with
+    /// kubectl's stderr unless it succeeds.
+    pub fn apply_json(&self, doc: &serde_json::Value) {
+        let out = self.kubectl_with_stdin(
+            ["apply", "--server-side", "--validate=strict", "-f", "-"],
+            &doc.to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs the pinned helm against this cluster, with its cache/config/data under the

@@ -33,6 +33,27 @@ impl Correctness {
     }
 }
 
+/// Seconds from each eligible execution's failure (`seeded_at + finishes[i]` on the emulated
+/// clock) to its first redrive in the ledger, sorted; executions never redriven are left out.
+pub fn latencies(
+    ledger: &[LedgerEntry],
+    eligible: &[String],
+    finishes: &[std::time::Duration],
+    seeded_at: Timestamp,
+) -> Vec<f64> {
+    let firsts = first_redrives(ledger, eligible);
+    let mut lat: Vec<f64> = eligible
+        .iter()
+        .zip(finishes)
+        .filter_map(|(arn, f)| {
+            let failed_at = seeded_at + jiff::SignedDuration::try_from(*f).ok()?;
+            Some(firsts.get(arn)?.duration_since(failed_at).as_secs_f64())
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    lat
+}
+
 /// Check a ledger against the eligible set.
 pub fn check<'a>(
     ledger: &[LedgerEntry],

@@ -238,16 +238,7 @@ pub async fn run(
     let event_stats = handle.event_stats();
     handle.shutdown().await;
     let correctness = check::check(&ledger, &eligible);
-    let firsts = check::first_redrives(&ledger, &eligible);
-    let mut lat: Vec<f64> = eligible
-        .iter()
-        .zip(&finishes)
-        .filter_map(|(arn, f)| {
-            let failed_at = seeded_at + jiff::SignedDuration::try_from(*f).ok()?;
-            Some(firsts.get(arn)?.duration_since(failed_at).as_secs_f64())
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
+    let lat = check::latencies(&ledger, &eligible, &finishes, seeded_at);
     let calls = Calls::from_stats(&stats);
     let p99 = check::quantile(&lat, 0.99);
     Ok(EventsResult {

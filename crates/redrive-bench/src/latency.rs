@@ -111,16 +111,7 @@ pub async fn run(
     let stats = handle.stats();
     handle.shutdown().await;
     let correctness = check::check(&ledger, &eligible);
-    let firsts = check::first_redrives(&ledger, &eligible);
-    let mut lat: Vec<f64> = eligible
-        .iter()
-        .zip(&finishes)
-        .filter_map(|(arn, f)| {
-            let failed_at = seeded_at + jiff::SignedDuration::try_from(*f).ok()?;
-            Some(firsts.get(arn)?.duration_since(failed_at).as_secs_f64())
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
+    let lat = check::latencies(&ledger, &eligible, &finishes, seeded_at);
     Ok(LatencyResult {
         how: HOW,
         poll_interval_s: poll_interval.as_secs_f64(),
