@@ -506,6 +506,10 @@ pub async fn decide_hinted<T: Target>(
     poll_inner(target, policy, state, concurrency, now, true, Some(hint)).await
 }
 
+/// Candidates per wave of a pipelined poll, per concurrency slot: large enough to keep the
+/// readers busy, small enough that the first redrive follows the first reads.
+const WAVE_PER_SLOT: usize = 2;
+
 async fn poll_inner<T: Target>(
     target: &T,
     policy: &Policy,
@@ -547,7 +551,7 @@ async fn poll_inner<T: Target>(
     report.issues = discovery.issues;
     let mut candidates: Vec<Candidate> = discovery.candidates;
 
-    // Details: from the cache, else one DescribeExecution for those the engine needs.
+    // Details: from the cache, else one read (DescribeExecution, …) for those the engine needs.
     {
         let st = state.lock().expect("policy state lock");
         for c in &mut candidates {
@@ -556,28 +560,8 @@ async fn poll_inner<T: Target>(
             }
         }
     }
-    let to_describe: Vec<usize> = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| engine::needs_details(c, policy, decide_at, &limits))
-        .map(|(i, _)| i)
-        .collect();
-    let described: Vec<(usize, Result<Details, TargetError>)> = stream::iter(to_describe)
-        .map(|i| {
-            let c = &candidates[i];
-            async move { (i, target.describe(c).await) }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    for (i, result) in described {
-        match result {
-            Ok(d) => candidates[i].details = Some(d),
-            Err(e) => report.describe_errors.push((candidates[i].id.clone(), e)),
-        }
-    }
 
-    let budget = {
+    let mut budget = {
         let running = match policy.max_running_redriven {
             Some(_) => match target.running_redriven(&report.workflows).await {
                 Ok(n) => Some(n),
@@ -600,24 +584,62 @@ async fn poll_inner<T: Target>(
         }
     };
 
-    let mut plan = engine::plan(&candidates, policy, decide_at, &limits, &budget);
-    // Waits are reported (status, `plan`) and scheduled on the operator's clock.
-    if !skew.is_zero() {
-        for e in &mut plan.entries {
-            if let engine::Decision::Wait { until, .. } = &mut e.decision {
-                *until = shift(*until, -skew);
+    // Pipelined: candidates in the engine's priority order, cut into waves; a wave is read,
+    // decided and handed to the redrivers while the next wave is read, so the first redrive
+    // does not wait for every read. The budget carries from wave to wave, so rate and
+    // concurrency caps stay exact.
+    let candidates = engine::priority_order(candidates);
+    let wave = concurrency.max(1) * WAVE_PER_SLOT;
+    let (to_redrive_tx, to_redrive_rx) = futures::channel::mpsc::unbounded::<(Candidate, String)>();
+    let mut plan = engine::Plan::default();
+    let mut describe_errors = Vec::new();
+    let mut redrives_planned = 0u32;
+    let decide = async {
+        let mut candidates = candidates;
+        let mut start = 0;
+        while start < candidates.len() {
+            let end = (start + wave).min(candidates.len());
+            let to_describe: Vec<usize> = (start..end)
+                .filter(|i| engine::needs_details(&candidates[*i], policy, decide_at, &limits))
+                .collect();
+            let described: Vec<(usize, Result<Details, TargetError>)> = stream::iter(to_describe)
+                .map(|i| {
+                    let c = &candidates[i];
+                    async move { (i, target.describe(c).await) }
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
+            for (i, result) in described {
+                match result {
+                    Ok(d) => candidates[i].details = Some(d),
+                    Err(e) => describe_errors.push((candidates[i].id.clone(), e)),
+                }
             }
+            let mut part =
+                engine::plan(&candidates[start..end], policy, decide_at, &limits, &budget);
+            // Waits are reported (status, `plan`) and scheduled on the operator's clock.
+            if !skew.is_zero() {
+                for e in &mut part.entries {
+                    if let engine::Decision::Wait { until, .. } = &mut e.decision {
+                        *until = shift(*until, -skew);
+                    }
+                }
+            }
+            let n = u32::try_from(part.redrives().count()).unwrap_or(u32::MAX);
+            budget.spend(n, policy.max_running_redriven.is_some());
+            redrives_planned = redrives_planned.saturating_add(n);
+            for e in part.redrives() {
+                // The receiver lives until the redrivers are done.
+                let _ = to_redrive_tx.unbounded_send((e.candidate.clone(), e.client_token.clone()));
+            }
+            plan.entries.extend(part.entries);
+            start = end;
         }
-    }
-
-    let to_redrive: Vec<(Candidate, String)> = plan
-        .redrives()
-        .map(|e| (e.candidate.clone(), e.client_token.clone()))
-        .collect();
-    if let Some(bucket) = state.lock().expect("policy state lock").bucket.as_mut() {
-        bucket.take(started, u32::try_from(to_redrive.len()).unwrap_or(u32::MAX));
-    }
-    let actions: Vec<Action> = stream::iter(to_redrive)
+        drop(to_redrive_tx);
+        candidates
+    };
+    let act = to_redrive_rx
         .map(|(c, token)| {
             let now = &now;
             async move {
@@ -634,8 +656,14 @@ async fn poll_inner<T: Target>(
             }
         })
         .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+        .collect::<Vec<Action>>();
+    let (candidates, actions) = futures::join!(decide, act);
+    // Redrives first, in priority order, then everything else (as one plan() orders them).
+    plan.entries.sort_by_key(|e| !e.decision.is_redrive());
+    report.describe_errors = describe_errors;
+    if let Some(bucket) = state.lock().expect("policy state lock").bucket.as_mut() {
+        bucket.take(started, redrives_planned);
+    }
 
     {
         let mut st = state.lock().expect("policy state lock");

@@ -15,7 +15,7 @@ use proptest::sample::{select, subsequence};
 use redrive_operator::crd::{FailureStatus, RedrivePolicySpec};
 use redrive_operator::engine::{
     BudgetState, Candidate, Decision, Details, Plan, Redrivability, RunStatus, TargetLimits,
-    backoff_delay, client_token, needs_details, plan,
+    backoff_delay, client_token, needs_details, plan, priority_order,
 };
 use redrive_operator::policy::{
     AWS_REDRIVE_PERIOD, BackoffPolicy, Policy, PolicyId, parse_duration,
@@ -648,6 +648,34 @@ proptest! {
         let order = |p: &Plan| p.redrives().map(|e| e.candidate.id.clone()).collect::<Vec<_>>();
         prop_assert_eq!(order(&a), order(&b));
         prop_assert_eq!(a.counts(), b.counts());
+    }
+
+    /// The pipelined poll decides `priority_order`'s candidates in waves, carrying the budget
+    /// from wave to wave (reconcile.rs): whatever the wave size, the same runs are redriven in
+    /// the same order, and every other decision is the same, as one `plan` over all of them.
+    #[test]
+    fn waves_with_a_carried_budget_decide_as_one_plan(w in arb_world(), wave in 1usize..6) {
+        let whole = w.plan();
+        let ordered = priority_order(w.candidates.clone());
+        let mut budget = w.budget.clone();
+        let mut entries = Vec::new();
+        for chunk in ordered.chunks(wave) {
+            let part = plan(chunk, &w.case.policy, w.now, &w.limits, &budget);
+            let n = part.redrives().count() as u32;
+            budget.spend(n, w.case.policy.max_running_redriven.is_some());
+            entries.extend(part.entries);
+        }
+        entries.sort_by_key(|e| !e.decision.is_redrive());
+        let waved = Plan { entries };
+        let order = |p: &Plan| p.redrives().map(|e| key(&e.candidate)).collect::<Vec<_>>();
+        prop_assert_eq!(order(&whole), order(&waved));
+        let decisions = |p: &Plan| {
+            let mut d: Vec<(Key, String)> =
+                p.entries.iter().map(|e| (key(&e.candidate), format!("{:?}", e.decision))).collect();
+            d.sort();
+            d
+        };
+        prop_assert_eq!(decisions(&whole), decisions(&waved));
     }
 
     /// §7.2: never a Redrive that the policy, the target's limits or the budget exclude.

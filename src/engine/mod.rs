@@ -53,6 +53,20 @@ pub struct BudgetState {
     pub running_redriven: Option<u32>,
 }
 
+impl BudgetState {
+    /// What is left after `redrives` were decided (the next slice of a pipelined poll decides
+    /// with it); `capped`: the policy caps running redriven runs.
+    pub fn spend(&mut self, redrives: u32, capped: bool) {
+        self.rate_available = self.rate_available.map(|r| r.saturating_sub(redrives));
+        self.running_redriven = match self.running_redriven {
+            Some(r) => Some(r.saturating_add(redrives)),
+            // plan() counts an unknown number as 0.
+            None if capped => Some(redrives),
+            None => None,
+        };
+    }
+}
+
 /// What the engine decided for one candidate.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
@@ -243,6 +257,21 @@ fn error_filters(c: &Candidate, policy: &Policy, now: Timestamp) -> Result<(), D
 /// Decide for every candidate. Eligible candidates are ordered oldest stop first (closest to the
 /// redrive deadline), and budgets are applied in that order. A repeated (id, redrive_count) is
 /// planned once, from its first listing.
+/// The order redrives are attempted in when the budget cannot cover all: by failure time, then
+/// id (deterministic).
+fn priority(c: &Candidate) -> (Timestamp, &str) {
+    (c.stopped.unwrap_or(c.started), c.id.as_str())
+}
+
+/// `candidates` in [`plan`]'s priority order, each (run, observed attempts) once (the first
+/// listed): a poll that decides them in slices, in this order, decides as one call would.
+pub fn priority_order(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|c| seen.insert((c.id.clone(), c.attempts)));
+    candidates.sort_by(|a, b| priority(a).cmp(&priority(b)));
+    candidates
+}
+
 pub fn plan(
     candidates: &[Candidate],
     policy: &Policy,
@@ -269,9 +298,7 @@ pub fn plan(
             }),
         }
     }
-    eligible.sort_by(|(a, _), (b, _)| {
-        (a.stopped.unwrap_or(a.started), &a.id).cmp(&(b.stopped.unwrap_or(b.started), &b.id))
-    });
+    eligible.sort_by(|(a, _), (b, _)| priority(a).cmp(&priority(b)));
 
     let mut rate_left = budget.rate_available;
     let mut running = budget.running_redriven.unwrap_or(0);

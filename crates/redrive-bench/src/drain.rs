@@ -77,6 +77,8 @@ pub struct DrainResult {
     pub n: u64,
     /// From the start of the run to the last eligible redrive (emulated clock).
     pub wall_s: f64,
+    /// From the start of the run to the first eligible redrive.
+    pub first_redrive_s: f64,
     pub redrives_per_s: f64,
     pub calls: Calls,
     /// All attempts of all APIs (throttled ones included) per eligible execution.
@@ -141,6 +143,10 @@ fn finish(
     let n = b.eligible.len() as u64;
     let last = times.iter().max().copied().unwrap_or(t0);
     let wall_s = last.duration_since(t0).as_secs_f64().max(1e-3);
+    let first_redrive_s = times
+        .iter()
+        .min()
+        .map_or(f64::NAN, |t| t.duration_since(t0).as_secs_f64());
     let bound = backlog_bound(q, b, filter);
     let calls = Calls::from_stats(&stats);
     DrainResult {
@@ -151,6 +157,7 @@ fn finish(
         data: b.summary(),
         n,
         wall_s,
+        first_redrive_s,
         redrives_per_s: correctness.redriven as f64 / wall_s,
         calls_per_redrive: calls.total as f64 / n.max(1) as f64,
         calls,

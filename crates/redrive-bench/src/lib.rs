@@ -472,6 +472,13 @@ fn targets(r: &BenchReport) -> Vec<Target> {
         pct(ratio(ours)),
         ratio(ours).map(|v| v >= 0.90),
     );
+    let first_f = ours_f.map(|d| d.first_redrive_s);
+    add(
+        "error filter: first redrive after the poll starts",
+        "≤ 2 s",
+        first_f.map_or("n/a".into(), |v| format!("{v:.2}s")),
+        first_f.map(|v| v <= 2.0),
+    );
     add(
         "drain throughput / quota bound, error filter",
         "≥ 85%",
