@@ -65,7 +65,8 @@ pub struct AwsArgs {
     #[arg(long, env = "REDRIVE_AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
 
-    /// Attempts per AWS call, including the first (retries use backoff and adaptive rate limiting).
+    /// Attempts per AWS call, including the first: the SDK retries transport errors and 5xx
+    /// with backoff; throttled answers are retried by the operator's per-API pacer.
     #[arg(long, env = "REDRIVE_AWS_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub aws_max_attempts: u32,
 

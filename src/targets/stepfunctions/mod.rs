@@ -10,6 +10,9 @@
 //! 3. DescribeExecution only when the engine asks (error filters).
 //! 4. RedriveExecution with the engine's token. ExecutionNotRedrivable for a RUNNING execution
 //!    means someone already redrove it: not an error.
+//!
+//! Every call is paced by the process-wide pacer of its API ([`crate::aws::paced`]), which also
+//! retries throttled answers (a retried RedriveExecution sends the same token).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -27,6 +30,7 @@ use super::{
     Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, WorkflowIssue, not_this_target,
     to_timestamp,
 };
+use crate::aws::paced::{ApiPacer, CallLimits, Pacing};
 use crate::clock::ServiceClock;
 use crate::engine::{Candidate, Details, Reason, Redrivability, RunStatus, TargetLimits};
 use crate::policy::{AWS_REDRIVE_PERIOD, Policy, TargetKind};
@@ -65,11 +69,9 @@ type Cached<T> = (Instant, T);
 /// One client per API the adapter calls, each in its own retry partition `<account key>/<API>`.
 ///
 /// AWS throttles every API with its own token bucket (DescribeExecution refills at 10–15/s,
-/// RedriveExecution at 150–300/s). The SDK's adaptive retry mode keeps one client-side rate
-/// limiter per retry partition, so with one partition the throttling of DescribeExecution held
-/// RedriveExecution to ~15/s as well (measured by redrive-bench: 83% of the quota bound with an
-/// error filter). Partitions are process-wide and keyed by name, so every policy of the same
-/// account and region shares one limiter per API, as they share AWS's bucket.
+/// RedriveExecution at 150–300/s), and the SDK's standard mode keeps one retry quota (for
+/// transport errors) per partition: one API's faults must not spend another's retries. Rates
+/// are the pacers' ([`ApiPacers`]).
 struct ApiClients {
     list_executions: aws_sdk_sfn::Client,
     describe_execution: aws_sdk_sfn::Client,
@@ -98,9 +100,33 @@ impl ApiClients {
     }
 }
 
+/// The shared pacer of every API the adapter calls.
+struct ApiPacers {
+    list_executions: ApiPacer,
+    describe_execution: ApiPacer,
+    redrive_execution: ApiPacer,
+    list_state_machines: ApiPacer,
+    list_tags_for_resource: ApiPacer,
+    limits: CallLimits,
+}
+
+impl ApiPacers {
+    fn new(pacing: &Pacing) -> Self {
+        ApiPacers {
+            list_executions: pacing.api("ListExecutions"),
+            describe_execution: pacing.api("DescribeExecution"),
+            redrive_execution: pacing.api("RedriveExecution"),
+            list_state_machines: pacing.api("ListStateMachines"),
+            list_tags_for_resource: pacing.api("ListTagsForResource"),
+            limits: pacing.limits,
+        }
+    }
+}
+
 /// The Step Functions adapter for one (region, credentials) client.
 pub struct StepFunctions {
     clients: ApiClients,
+    pacers: ApiPacers,
     /// The service's clock as its answers tell it (fed by the client's interceptor when built
     /// with [`crate::aws::sfn_client`] and the same clock).
     clock: ServiceClock,
@@ -111,16 +137,25 @@ pub struct StepFunctions {
 
 impl StepFunctions {
     /// `partition_key` names the AWS account and region the client's credentials reach (e.g.
-    /// `redrive-sfn/eu-west-1/arn:aws:iam::123456789012:role/x`): clients with the same key share
-    /// the client-side rate limiters of the SDK's adaptive retry mode.
+    /// `redrive-sfn/eu-west-1/arn:aws:iam::123456789012:role/x`): the SDK's retry partitions and
+    /// the clock estimate are named after it. Paced by pacers of its own until
+    /// [`StepFunctions::with_pacing`].
     pub fn new(client: aws_sdk_sfn::Client, partition_key: &str, discovery_ttl: Duration) -> Self {
         Self {
             clients: ApiClients::new(&client, partition_key),
+            pacers: ApiPacers::new(&Pacing::unshared(TargetKind::StepFunctions)),
             clock: ServiceClock::new(partition_key),
             discovery_ttl,
             machines: Mutex::new(None),
             tags: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Pace every call with `pacing`'s pacers (shared with every client of the same account and
+    /// region) instead of pacers of its own.
+    pub fn with_pacing(mut self, pacing: &Pacing) -> Self {
+        self.pacers = ApiPacers::new(pacing);
+        self
     }
 
     /// Use `clock`, the estimate the client's interceptor feeds, for [`Target::clock_skew`].
@@ -136,21 +171,36 @@ impl StepFunctions {
             return Ok(list.clone());
         }
         let mut out = Vec::new();
-        let mut pages = self
-            .clients
-            .list_state_machines
-            .list_state_machines()
-            .max_results(LIST_PAGE_SIZE)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| TargetError::from_sdk("ListStateMachines", &e))?;
+        let mut next: Option<String> = None;
+        loop {
+            let token = next.take();
+            let page = self
+                .pacers
+                .list_state_machines
+                .call(self.pacers.limits, || {
+                    let token = token.clone();
+                    async move {
+                        self.clients
+                            .list_state_machines
+                            .list_state_machines()
+                            .max_results(LIST_PAGE_SIZE)
+                            .set_next_token(token)
+                            .send()
+                            .await
+                            .map_err(|e| TargetError::from_sdk("ListStateMachines", &e))
+                    }
+                })
+                .await?;
             for sm in page.state_machines() {
                 out.push(StateMachineInfo {
                     arn: sm.state_machine_arn().to_string(),
                     name: sm.name().to_string(),
                     express: *sm.r#type() == StateMachineType::Express,
                 });
+            }
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                break;
             }
         }
         *self.machines.lock().expect("lock") = Some((Instant::now(), out.clone()));
@@ -164,13 +214,18 @@ impl StepFunctions {
             return Ok(tags.clone());
         }
         let out = self
-            .clients
+            .pacers
             .list_tags_for_resource
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .map_err(|e| TargetError::from_sdk("ListTagsForResource", &e))?;
+            .call(self.pacers.limits, || async {
+                self.clients
+                    .list_tags_for_resource
+                    .list_tags_for_resource()
+                    .resource_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| TargetError::from_sdk("ListTagsForResource", &e))
+            })
+            .await?;
         let tags: BTreeMap<String, String> = out
             .tags()
             .iter()
@@ -231,17 +286,26 @@ impl StepFunctions {
         let mut out = Vec::new();
         let mut next: Option<String> = None;
         loop {
+            let token = next.take();
             let page = self
-                .clients
+                .pacers
                 .list_executions
-                .list_executions()
-                .state_machine_arn(sm)
-                .status_filter(status.clone())
-                .max_results(LIST_PAGE_SIZE)
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| TargetError::from_sdk("ListExecutions", &e))?;
+                .call(self.pacers.limits, || {
+                    let (token, status) = (token.clone(), status.clone());
+                    async move {
+                        self.clients
+                            .list_executions
+                            .list_executions()
+                            .state_machine_arn(sm)
+                            .status_filter(status)
+                            .max_results(LIST_PAGE_SIZE)
+                            .set_next_token(token)
+                            .send()
+                            .await
+                            .map_err(|e| TargetError::from_sdk("ListExecutions", &e))
+                    }
+                })
+                .await?;
             let mut reached_cutoff = false;
             for item in page.executions() {
                 let started = to_timestamp(item.start_date());
@@ -277,32 +341,51 @@ impl StepFunctions {
     }
 
     async fn describe_execution(&self, arn: &str) -> Result<DescribeExecutionOutput, TargetError> {
-        self.clients
+        self.pacers
             .describe_execution
-            .describe_execution()
-            .execution_arn(arn)
-            .send()
+            .call(self.pacers.limits, || async {
+                self.clients
+                    .describe_execution
+                    .describe_execution()
+                    .execution_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| TargetError::from_sdk("DescribeExecution", &e))
+            })
             .await
-            .map_err(|e| TargetError::from_sdk("DescribeExecution", &e))
     }
 
     async fn count_running_redriven(&self, sm: &str) -> Result<u32, TargetError> {
         let mut n = 0u32;
-        let mut pages = self
-            .clients
-            .list_executions
-            .list_executions()
-            .state_machine_arn(sm)
-            .status_filter(ExecutionStatus::Running)
-            .redrive_filter(ExecutionRedriveFilter::Redriven)
-            .max_results(LIST_PAGE_SIZE)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| TargetError::from_sdk("ListExecutions", &e))?;
+        let mut next: Option<String> = None;
+        loop {
+            let token = next.take();
+            let page = self
+                .pacers
+                .list_executions
+                .call(self.pacers.limits, || {
+                    let token = token.clone();
+                    async move {
+                        self.clients
+                            .list_executions
+                            .list_executions()
+                            .state_machine_arn(sm)
+                            .status_filter(ExecutionStatus::Running)
+                            .redrive_filter(ExecutionRedriveFilter::Redriven)
+                            .max_results(LIST_PAGE_SIZE)
+                            .set_next_token(token)
+                            .send()
+                            .await
+                            .map_err(|e| TargetError::from_sdk("ListExecutions", &e))
+                    }
+                })
+                .await?;
             n = n.saturating_add(u32::try_from(page.executions().len()).unwrap_or(u32::MAX));
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                return Ok(n);
+            }
         }
-        Ok(n)
     }
 }
 
@@ -451,37 +534,38 @@ impl Target for StepFunctions {
         candidate: &Candidate,
         client_token: &str,
     ) -> Result<RedriveOutcome, TargetError> {
+        // A throttled call is sent again with the same token: AWS performs one redrive.
         let result = self
-            .clients
+            .pacers
             .redrive_execution
-            .redrive_execution()
-            .execution_arn(&candidate.id)
-            .client_token(client_token)
-            .send()
+            .call(self.pacers.limits, || async {
+                self.clients
+                    .redrive_execution
+                    .redrive_execution()
+                    .execution_arn(&candidate.id)
+                    .client_token(client_token)
+                    .send()
+                    .await
+                    .map_err(|e| TargetError::from_sdk("RedriveExecution", &e))
+            })
             .await;
         match result {
             Ok(out) => Ok(RedriveOutcome::Redriven {
                 at: Some(to_timestamp(out.redrive_date())),
             }),
-            Err(e) => {
-                let err = TargetError::from_sdk("RedriveExecution", &e);
-                match err.code.as_deref() {
-                    Some("ExecutionNotRedrivable") if err.message.contains("RUNNING") => {
-                        Ok(RedriveOutcome::AlreadyRedriven(err.message))
-                    }
-                    Some("ExecutionNotRedrivable") => {
-                        Ok(RedriveOutcome::NotRedrivable(err.message))
-                    }
-                    Some("ExecutionDoesNotExist") => Ok(RedriveOutcome::NotFound),
-                    _ if err.category == ErrorCategory::NotFound => Ok(RedriveOutcome::NotFound),
-                    _ => Err(err),
+            Err(err) => match err.code.as_deref() {
+                Some("ExecutionNotRedrivable") if err.message.contains("RUNNING") => {
+                    Ok(RedriveOutcome::AlreadyRedriven(err.message))
                 }
-            }
+                Some("ExecutionNotRedrivable") => Ok(RedriveOutcome::NotRedrivable(err.message)),
+                Some("ExecutionDoesNotExist") => Ok(RedriveOutcome::NotFound),
+                _ if err.category == ErrorCategory::NotFound => Ok(RedriveOutcome::NotFound),
+                _ => Err(err),
+            },
         }
     }
 }
 
-/// `...:execution:stateMachine/mapLabel:name` is a Distributed Map child.
 /// The details DescribeExecution gives (error, cause, redrivability).
 fn details_of(out: &DescribeExecutionOutput) -> Details {
     let redrivability = out.redrive_status().map(|s| match s {
@@ -501,6 +585,7 @@ fn details_of(out: &DescribeExecutionOutput) -> Details {
     }
 }
 
+/// `...:execution:stateMachine/mapLabel:name` is a Distributed Map child.
 fn is_map_run_child(execution_arn: &str) -> bool {
     execution_arn
         .split(':')

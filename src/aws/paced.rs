@@ -1,0 +1,423 @@
+//! The operator's own throttle retries: every AWS call of the adapters goes through the
+//! [`Pacer`] of its (service, region, account, API), shared by every policy and client of the
+//! process, as AWS's bucket is.
+//!
+//! The SDK does not retry throttled answers ([`super::NoThrottleRetries`]): its retries would
+//! bypass the pacer, and its adaptive mode cut the rate on every echoed throttle (88 % of the
+//! bound, docs/benchmark.md). It still retries transport errors and 5xx. Here a throttled call
+//! waits for a new slot and is sent again, with the same input (a RedriveExecution keeps its
+//! client token), at most `attempts` times and within `timeout` (waits included), then fails
+//! with [`ErrorCategory::Throttled`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::pacer::{Pacer, PacerConfig};
+use crate::policy::TargetKind;
+use crate::targets::{ErrorCategory, TargetError};
+
+/// The process's pacers, by (service, region, account, API). Cheap to clone (shared).
+///
+/// Entries are never evicted: a few hundred bytes per (account, region, API) the process ever
+/// called, bounded by the policies' roles.
+#[derive(Clone, Debug)]
+pub struct Pacers {
+    /// Time zero of every pacer of the table, so slots of two APIs compare.
+    epoch: Instant,
+    table: Arc<Mutex<HashMap<PacerKey, Arc<Mutex<Pacer>>>>>,
+}
+
+type PacerKey = (TargetKind, String, String, &'static str);
+
+impl Pacers {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            table: Arc::default(),
+        }
+    }
+
+    /// The pacer of `api` for `service` in `region` with the credentials of `account` (an
+    /// account id, or a name for the default credentials).
+    pub fn api(
+        &self,
+        service: TargetKind,
+        region: &str,
+        account: &str,
+        api: &'static str,
+    ) -> ApiPacer {
+        let key = (service, region.to_string(), account.to_string(), api);
+        let pacer = self
+            .table
+            .lock()
+            .expect("pacer table lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(Pacer::new(PacerConfig::default()))))
+            .clone();
+        ApiPacer {
+            api,
+            epoch: self.epoch,
+            pacer,
+        }
+    }
+}
+
+impl Default for Pacers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What an adapter needs to pace its calls: the shared table, where its credentials reach, and
+/// how far one call may go.
+#[derive(Clone, Debug)]
+pub struct Pacing {
+    pub pacers: Pacers,
+    pub service: TargetKind,
+    pub region: String,
+    /// An account id, or a name for the default credentials.
+    pub account: String,
+    pub limits: CallLimits,
+}
+
+impl Pacing {
+    /// Pacing with a table of its own (an adapter built outside a registry).
+    pub fn unshared(service: TargetKind) -> Self {
+        Self {
+            pacers: Pacers::default(),
+            service,
+            region: String::new(),
+            account: String::new(),
+            limits: CallLimits {
+                attempts: 5,
+                timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    /// The shared pacer of `api`.
+    pub fn api(&self, api: &'static str) -> ApiPacer {
+        self.pacers
+            .api(self.service, &self.region, &self.account, api)
+    }
+}
+
+/// The account a role ARN belongs to (`arn:aws:iam::123456789012:role/x`), which is what AWS's
+/// buckets are per; else the role ARN itself.
+pub fn account_of_role(role_arn: &str) -> &str {
+    match role_arn.split(':').nth(4) {
+        Some(account) if !account.is_empty() => account,
+        _ => role_arn,
+    }
+}
+
+/// How far one logical call may go.
+#[derive(Clone, Copy, Debug)]
+pub struct CallLimits {
+    /// Sends of the call, throttled ones included (the SDK's transport retries are its own).
+    pub attempts: u32,
+    /// Time for the whole call: waits for slots and every send.
+    pub timeout: Duration,
+}
+
+/// One API's shared pacer.
+#[derive(Clone, Debug)]
+pub struct ApiPacer {
+    api: &'static str,
+    epoch: Instant,
+    pacer: Arc<Mutex<Pacer>>,
+}
+
+impl ApiPacer {
+    pub fn api(&self) -> &'static str {
+        self.api
+    }
+
+    fn since_epoch(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
+    }
+
+    /// When a call reserved now would be sent (nothing reserved).
+    pub fn next_send(&self) -> Instant {
+        let now = self.since_epoch(Instant::now());
+        self.epoch + self.lock().next_at(now)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pacer> {
+        self.pacer.lock().expect("pacer lock")
+    }
+
+    /// Paced `send`: see the module docs.
+    pub async fn call<T, F, Fut>(&self, limits: CallLimits, mut send: F) -> Result<T, TargetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TargetError>>,
+    {
+        let deadline = Instant::now() + limits.timeout;
+        let mut last_throttle = None;
+        for _ in 0..limits.attempts.max(1) {
+            let Some(sent) = self.wait_for_slot(deadline).await else {
+                return Err(
+                    self.gave_up(last_throttle, "no send slot within the call's time limit")
+                );
+            };
+            let result = match tokio::time::timeout_at(deadline, send()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(TargetError::new(
+                        self.api,
+                        ErrorCategory::Transient,
+                        "timed out",
+                    ));
+                }
+            };
+            let answered = self.since_epoch(Instant::now());
+            match result {
+                Err(e) if e.category == ErrorCategory::Throttled => {
+                    self.lock().on_throttle(sent, answered);
+                    last_throttle = Some(e);
+                }
+                Err(e) if e.category == ErrorCategory::Transient => {
+                    // No answer, an unreadable one or a server fault (the SDK retried it):
+                    // nothing to learn about the bucket.
+                    return Err(e);
+                }
+                // Any other answer, errors included, was admitted by AWS's bucket: it counts
+                // as what got through.
+                other => {
+                    self.lock().on_success(sent, answered);
+                    return other;
+                }
+            }
+        }
+        Err(self.gave_up(last_throttle, "still throttled after every attempt"))
+    }
+
+    fn gave_up(&self, last: Option<TargetError>, why: &str) -> TargetError {
+        let code = last.and_then(|e| e.code);
+        TargetError {
+            api: self.api,
+            category: ErrorCategory::Throttled,
+            code,
+            message: format!("{why} (paced to the API's quota; retried at the next poll)"),
+        }
+    }
+
+    /// Wait for a slot; the time it was sent, or None when no slot comes before `deadline`
+    /// (then nothing is reserved, so giving up costs others nothing).
+    async fn wait_for_slot(&self, deadline: Instant) -> Option<Duration> {
+        let limit = self.since_epoch(deadline);
+        let mut slot = {
+            let mut p = self.lock();
+            let now = self.since_epoch(Instant::now());
+            if p.next_at(now) > limit {
+                return None;
+            }
+            p.reserve(now)
+        };
+        loop {
+            tokio::time::sleep_until(self.epoch + slot.at).await;
+            let now = self.since_epoch(Instant::now());
+            match self.lock().confirm(slot, now) {
+                Ok(()) => return Some(now),
+                Err(next) if next.at > limit => return None,
+                Err(next) => slot = next,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const LIMITS: CallLimits = CallLimits {
+        attempts: 5,
+        timeout: Duration::from_secs(30),
+    };
+
+    fn throttled(api: &'static str) -> TargetError {
+        TargetError {
+            api,
+            category: ErrorCategory::Throttled,
+            code: Some("ThrottlingException".into()),
+            message: "Rate exceeded".into(),
+        }
+    }
+
+    /// A throttled call is sent again with the same input until it gets through.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_is_retried_with_the_same_input() {
+        let pacers = Pacers::default();
+        let p = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "RedriveExecution",
+        );
+        let sends = AtomicU32::new(0);
+        let tokens = Mutex::new(Vec::new());
+        let token = "token-of-this-attempt";
+        let out = p
+            .call(LIMITS, || async {
+                tokens.lock().unwrap().push(token.to_string());
+                match sends.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Err(throttled("RedriveExecution")),
+                    _ => Ok("redriven"),
+                }
+            })
+            .await;
+        assert_eq!(out, Ok("redriven"));
+        assert_eq!(sends.load(Ordering::SeqCst), 3);
+        assert!(tokens.lock().unwrap().iter().all(|t| t == token));
+        // The throttles paced the API: a call now waits for a slot.
+        assert!(p.next_send() > Instant::now());
+    }
+
+    /// After `attempts` throttled sends the call fails as throttled, naming the service's code.
+    #[tokio::test(start_paused = true)]
+    async fn giving_up_is_a_throttled_error() {
+        let pacers = Pacers::default();
+        let p = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "DescribeExecution",
+        );
+        let sends = AtomicU32::new(0);
+        // Nothing gets through, so the pacer slows to its floor (0.1/s): time enough for every
+        // attempt.
+        let limits = CallLimits {
+            timeout: Duration::from_secs(600),
+            ..LIMITS
+        };
+        let out: Result<(), _> = p
+            .call(limits, || async {
+                sends.fetch_add(1, Ordering::SeqCst);
+                Err(throttled("DescribeExecution"))
+            })
+            .await;
+        let err = out.unwrap_err();
+        assert_eq!(sends.load(Ordering::SeqCst), limits.attempts);
+        assert_eq!(err.category, ErrorCategory::Throttled);
+        assert_eq!(err.api, "DescribeExecution");
+        assert_eq!(err.code.as_deref(), Some("ThrottlingException"));
+        assert!(err.message.contains("still throttled"), "{err}");
+    }
+
+    /// Other errors are the caller's: sent once, returned as they are.
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_are_not_retried() {
+        let pacers = Pacers::default();
+        let p = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "RedriveExecution",
+        );
+        for category in [ErrorCategory::NotFound, ErrorCategory::Transient] {
+            let sends = AtomicU32::new(0);
+            let out: Result<(), _> = p
+                .call(LIMITS, || async {
+                    sends.fetch_add(1, Ordering::SeqCst);
+                    Err(TargetError::new("RedriveExecution", category, "no"))
+                })
+                .await;
+            assert_eq!(out.unwrap_err().category, category);
+            assert_eq!(sends.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    /// A slot beyond the time limit is not taken: the call fails without sending.
+    #[tokio::test(start_paused = true)]
+    async fn no_slot_within_the_time_limit_sends_nothing() {
+        let pacers = Pacers::default();
+        let p = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "ListExecutions",
+        );
+        // One throttle with nothing through before: the pacer drops to its floor, 0.1/s.
+        let once = CallLimits {
+            attempts: 1,
+            timeout: Duration::from_secs(5),
+        };
+        let out: Result<(), _> = p
+            .call(once, || async { Err(throttled("ListExecutions")) })
+            .await;
+        assert_eq!(out.unwrap_err().category, ErrorCategory::Throttled);
+        // The next slot is 10 s away, beyond a 5 s limit.
+        let sends = AtomicU32::new(0);
+        let err = p
+            .call(once, || async {
+                sends.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.category, ErrorCategory::Throttled);
+        assert!(err.message.contains("time limit"), "{err}");
+        assert_eq!(sends.load(Ordering::SeqCst), 0);
+    }
+
+    /// One table: two clients of the same account share a pacer; another account has its own.
+    #[tokio::test(start_paused = true)]
+    async fn pacers_are_shared_per_account_region_and_api() {
+        let pacers = Pacers::default();
+        let a = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "ListExecutions",
+        );
+        let b = pacers.clone().api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "ListExecutions",
+        );
+        let other = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "2",
+            "ListExecutions",
+        );
+        let elsewhere = pacers.api(
+            TargetKind::StepFunctions,
+            "eu-west-1",
+            "1",
+            "ListExecutions",
+        );
+        let once = CallLimits {
+            attempts: 1,
+            ..LIMITS
+        };
+        let _ = a
+            .call(once, || async { Err::<(), _>(throttled("ListExecutions")) })
+            .await;
+        let now = Instant::now();
+        assert!(b.next_send() > now, "a's throttle paces b");
+        assert_eq!(b.next_send(), a.next_send());
+        assert_eq!(
+            other.next_send(),
+            now,
+            "another account's bucket is untouched"
+        );
+        assert_eq!(elsewhere.next_send(), now, "another region's too");
+    }
+
+    #[test]
+    fn roles_of_one_account_share_its_buckets() {
+        assert_eq!(
+            account_of_role("arn:aws:iam::123456789012:role/team-a"),
+            "123456789012"
+        );
+        assert_eq!(account_of_role("not-an-arn"), "not-an-arn");
+    }
+}
