@@ -97,7 +97,7 @@ impl Context {
         health: Arc<Health>,
     ) -> Self {
         let calls = CallCounter::with_metrics(metrics.clone());
-        let pacers = crate::aws::paced::Pacers::default();
+        let pacers = crate::aws::paced::Pacers::new(settings.aws.quota_share);
         let registry = TargetRegistry::new(
             registry_settings(&settings, None, SecretStore::None, &pacers),
             calls.clone(),

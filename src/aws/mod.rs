@@ -4,7 +4,7 @@
 //! Retries are split: the SDK retries transport errors and 5xx (standard mode, no client-side
 //! rate limiter); throttled answers are never retried by the SDK ([`NoThrottleRetries`]) but by
 //! the adapters through the process-wide [`paced::Pacers`], one [`pacer::Pacer`] per (service,
-//! region, account, API).
+//! region, account, API), capped by the quota share ([`quotas`]).
 //!
 //! The endpoint override is an operator-level setting only (never from a policy), so a tenant
 //! cannot make the operator send signed requests to a host of their choosing.
@@ -37,6 +37,7 @@ use crate::targets::error::THROTTLING_CODES;
 
 pub mod paced;
 pub mod pacer;
+pub mod quotas;
 
 /// Operator-wide AWS settings (flags of `run`, `plan`, ...).
 #[derive(Clone, Debug)]
@@ -49,6 +50,9 @@ pub struct AwsSettings {
     /// Time limit of one call, all attempts included (and, for paced calls, the waits for a
     /// send slot).
     pub operation_timeout: Duration,
+    /// Share (0 < x <= 1) of each API's published quota the operator may use, per account and
+    /// region; 1 = no cap.
+    pub quota_share: f64,
 }
 
 impl Default for AwsSettings {
@@ -57,6 +61,7 @@ impl Default for AwsSettings {
             endpoint_url: None,
             max_attempts: 5,
             operation_timeout: Duration::from_secs(30),
+            quota_share: 1.0,
         }
     }
 }
@@ -68,6 +73,19 @@ impl AwsSettings {
             attempts: self.max_attempts.max(1),
             timeout: self.operation_timeout,
         }
+    }
+}
+
+/// `--aws-quota-share`: a number in (0, 1].
+pub fn parse_quota_share(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if x.is_finite() && x > 0.0 && x <= 1.0 {
+        Ok(x)
+    } else {
+        Err(format!("{s} is not in (0, 1]: a share of each API's quota"))
     }
 }
 
@@ -411,6 +429,15 @@ mod tests {
         assert_eq!(error_code(&not).as_deref(), Some("ValidationException"));
         assert!(!is_throttling(&not));
         assert!(!is_throttling(&answer(500, None, "<html>oops</html>")));
+    }
+
+    #[test]
+    fn a_quota_share_is_a_fraction_of_one() {
+        assert_eq!(parse_quota_share("0.5"), Ok(0.5));
+        assert_eq!(parse_quota_share("1"), Ok(1.0));
+        for bad in ["0", "-0.5", "1.01", "NaN", "inf", "half"] {
+            assert!(parse_quota_share(bad).is_err(), "{bad}");
+        }
     }
 
     /// The SDK sends a throttled call once (the pacer retries it), and still retries 5xx.

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::pacer::{Pacer, PacerConfig};
+use super::pacer::{Pacer, PacerConfig, Rate};
+use super::quotas;
 use crate::policy::TargetKind;
 use crate::targets::{ErrorCategory, TargetError};
 
@@ -28,17 +29,31 @@ use crate::targets::{ErrorCategory, TargetError};
 pub struct Pacers {
     /// Time zero of every pacer of the table, so slots of two APIs compare.
     epoch: Instant,
+    /// Each API's cap: this share of its published bucket (1 = no cap).
+    share: f64,
     table: Arc<Mutex<HashMap<PacerKey, Arc<Mutex<Pacer>>>>>,
 }
 
 type PacerKey = (TargetKind, String, String, &'static str);
 
 impl Pacers {
-    pub fn new() -> Self {
+    /// `share` (0 < share <= 1) caps every API with a published bucket at that share of its
+    /// refill and burst; 1 caps nothing (the pacer follows the bucket, even a raised one).
+    pub fn new(share: f64) -> Self {
+        let share = if share.is_finite() && share > 0.0 {
+            share.min(1.0)
+        } else {
+            1.0
+        };
         Self {
             epoch: Instant::now(),
+            share,
             table: Arc::default(),
         }
+    }
+
+    pub fn share(&self) -> f64 {
+        self.share
     }
 
     /// The pacer of `api` for `service` in `region` with the credentials of `account` (an
@@ -51,12 +66,21 @@ impl Pacers {
         api: &'static str,
     ) -> ApiPacer {
         let key = (service, region.to_string(), account.to_string(), api);
+        let cap = (self.share < 1.0)
+            .then(|| quotas::published(service, region, api))
+            .flatten()
+            .map(|bucket| Rate::share_of(bucket, self.share));
         let pacer = self
             .table
             .lock()
             .expect("pacer table lock")
             .entry(key)
-            .or_insert_with(|| Arc::new(Mutex::new(Pacer::new(PacerConfig::default()))))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Pacer::new(PacerConfig {
+                    cap,
+                    ..PacerConfig::default()
+                })))
+            })
             .clone();
         ApiPacer {
             api,
@@ -68,7 +92,7 @@ impl Pacers {
 
 impl Default for Pacers {
     fn default() -> Self {
-        Self::new()
+        Self::new(1.0)
     }
 }
 
@@ -410,6 +434,53 @@ mod tests {
             "another account's bucket is untouched"
         );
         assert_eq!(elsewhere.next_send(), now, "another region's too");
+    }
+
+    /// The quota share holds over time: N calls under share 0.5 take (N - B/2) / (R/2).
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_share_caps_the_rate() {
+        let pacers = Pacers::new(0.5);
+        let p = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "DescribeExecution",
+        );
+        let start = Instant::now();
+        let limits = CallLimits {
+            attempts: 1,
+            timeout: Duration::from_secs(3600),
+        };
+        for _ in 0..300 {
+            p.call(limits, || async { Ok(()) }).await.unwrap();
+        }
+        // 150 at once, then 7.5/s: the 300th leaves at (300 - 150) / 7.5 = 20 s (paused time).
+        let took = start.elapsed().as_secs_f64();
+        assert!((took - 150.0 / 7.5).abs() < 0.2, "{took}");
+        // Unpaced by the cap alone: no share, no wait.
+        let free = Pacers::new(1.0).api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "DescribeExecution",
+        );
+        let t = Instant::now();
+        for _ in 0..1000 {
+            free.call(limits, || async { Ok(()) }).await.unwrap();
+        }
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        // CodePipeline publishes no quota: a share caps nothing there.
+        let cp = pacers.api(
+            TargetKind::CodePipeline,
+            "us-east-1",
+            "1",
+            "GetPipelineState",
+        );
+        let t = Instant::now();
+        for _ in 0..1000 {
+            cp.call(limits, || async { Ok(()) }).await.unwrap();
+        }
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 
     #[test]
