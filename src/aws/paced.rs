@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::pacer::{Pacer, PacerConfig, Rate};
+use super::pacer::{Pacer, PacerConfig, Rate, Slot};
 use super::quotas;
 use crate::policy::TargetKind;
 use crate::targets::{ErrorCategory, TargetError};
@@ -156,6 +156,12 @@ pub struct ApiPacer {
     pacer: Arc<Mutex<Pacer>>,
 }
 
+/// A slot reserved on one of several pacers ([`reserve_sooner`]).
+#[derive(Debug)]
+pub struct Reserved {
+    slot: Slot,
+}
+
 impl ApiPacer {
     pub fn api(&self) -> &'static str {
         self.api
@@ -176,15 +182,30 @@ impl ApiPacer {
     }
 
     /// Paced `send`: see the module docs.
-    pub async fn call<T, F, Fut>(&self, limits: CallLimits, mut send: F) -> Result<T, TargetError>
+    pub async fn call<T, F, Fut>(&self, limits: CallLimits, send: F) -> Result<T, TargetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TargetError>>,
+    {
+        self.call_reserved(None, limits, send).await
+    }
+
+    /// [`ApiPacer::call`] whose first send uses `first` (from [`reserve_sooner`]).
+    pub async fn call_reserved<T, F, Fut>(
+        &self,
+        first: Option<Reserved>,
+        limits: CallLimits,
+        mut send: F,
+    ) -> Result<T, TargetError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TargetError>>,
     {
         let deadline = Instant::now() + limits.timeout;
+        let mut first = first.map(|r| r.slot);
         let mut last_throttle = None;
         for _ in 0..limits.attempts.max(1) {
-            let Some(sent) = self.wait_for_slot(deadline).await else {
+            let Some(sent) = self.wait_for_slot(first.take(), deadline).await else {
                 return Err(
                     self.gave_up(last_throttle, "no send slot within the call's time limit")
                 );
@@ -231,17 +252,22 @@ impl ApiPacer {
         }
     }
 
-    /// Wait for a slot; the time it was sent, or None when no slot comes before `deadline`
-    /// (then nothing is reserved, so giving up costs others nothing).
-    async fn wait_for_slot(&self, deadline: Instant) -> Option<Duration> {
+    /// Wait for a slot (a reserved one first); the time it was sent, or None when no slot comes
+    /// before `deadline` (then nothing is reserved, so giving up costs others nothing).
+    async fn wait_for_slot(&self, first: Option<Slot>, deadline: Instant) -> Option<Duration> {
         let limit = self.since_epoch(deadline);
-        let mut slot = {
-            let mut p = self.lock();
-            let now = self.since_epoch(Instant::now());
-            if p.next_at(now) > limit {
-                return None;
+        let mut slot = match first {
+            // Too late to send: a request cut short by the time limit may still reach AWS.
+            Some(s) if s.at > limit => return None,
+            Some(s) => s,
+            None => {
+                let mut p = self.lock();
+                let now = self.since_epoch(Instant::now());
+                if p.next_at(now) > limit {
+                    return None;
+                }
+                p.reserve(now)
             }
-            p.reserve(now)
         };
         loop {
             tokio::time::sleep_until(self.epoch + slot.at).await;
@@ -253,6 +279,24 @@ impl ApiPacer {
             }
         }
     }
+}
+
+/// Reserve a slot on whichever of `pacers` can send first (ties: the first listed), atomically
+/// with respect to the other callers of the same pacers; its index and the slot for
+/// [`ApiPacer::call_reserved`]. The pacers must share one [`Pacers`] table (one epoch).
+pub fn reserve_sooner(pacers: &[&ApiPacer]) -> (usize, Reserved) {
+    assert!(!pacers.is_empty(), "reserve_sooner needs a pacer");
+    // Locks are taken in the order given; every caller passes the same APIs in the same order.
+    let mut guards: Vec<_> = pacers.iter().map(|p| p.lock()).collect();
+    let now = pacers[0].since_epoch(Instant::now());
+    let (best, _) = guards
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (i, g.next_at(now)))
+        .min_by_key(|&(i, at)| (at, i))
+        .expect("not empty");
+    let slot = guards[best].reserve(now);
+    (best, Reserved { slot })
 }
 
 #[cfg(test)]
@@ -490,5 +534,36 @@ mod tests {
             "123456789012"
         );
         assert_eq!(account_of_role("not-an-arn"), "not-an-arn");
+    }
+
+    /// The sooner pacer wins; a tie goes to the first listed.
+    #[tokio::test(start_paused = true)]
+    async fn reserve_sooner_picks_the_pacer_that_sends_first() {
+        let pacers = Pacers::new(0.01);
+        // Caps: history 4 burst at 0.2/s, describe 3 burst at 0.15/s.
+        let history = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "GetExecutionHistory",
+        );
+        let describe = pacers.api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "DescribeExecution",
+        );
+        let mut picks = Vec::new();
+        for _ in 0..7 {
+            let (i, _slot) = reserve_sooner(&[&history, &describe]);
+            picks.push(i);
+        }
+        // Both buckets' bursts first (history first on ties), then whichever refills sooner.
+        assert_eq!(&picks[..7], &[0, 0, 0, 0, 1, 1, 1]);
+        let (i, _) = reserve_sooner(&[&history, &describe]);
+        assert_eq!(
+            i, 0,
+            "history's next token (5 s) comes before describe's (6.7 s)"
+        );
     }
 }
