@@ -65,13 +65,20 @@ pub struct AwsArgs {
     #[arg(long, env = "REDRIVE_AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
 
-    /// Attempts per AWS call, including the first (retries use backoff and adaptive rate limiting).
+    /// Attempts per AWS call, including the first: the SDK retries transport errors and 5xx
+    /// with backoff; throttled answers are retried by the operator's per-API pacer.
     #[arg(long, env = "REDRIVE_AWS_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub aws_max_attempts: u32,
 
     /// Time limit of one AWS call, retries included (e.g. 30s).
     #[arg(long, env = "REDRIVE_AWS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub aws_timeout: Duration,
+
+    /// Share of each AWS API's published quota the operator may use per account and region
+    /// (0 < x <= 1), e.g. 0.5 leaves half of every bucket's refill and burst to other tools;
+    /// 1 = no cap (the pacer follows the bucket, even a raised quota).
+    #[arg(long, env = "REDRIVE_AWS_QUOTA_SHARE", default_value_t = 1.0, value_parser = crate::aws::parse_quota_share)]
+    pub aws_quota_share: f64,
 
     /// RedriveExecution and DescribeExecution calls in flight per policy.
     #[arg(long, env = "REDRIVE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -120,6 +127,7 @@ impl AwsArgs {
                 endpoint_url: self.endpoint_url.clone(),
                 max_attempts: self.aws_max_attempts,
                 operation_timeout: self.aws_timeout,
+                quota_share: self.aws_quota_share,
             },
             concurrency: usize::from(self.concurrency),
             discovery_ttl: self.discovery_ttl,

@@ -70,6 +70,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     registry: TargetRegistry,
+    /// Outlives registry rebuilds: one pacer per (account, region, API) for the process.
+    pacers: crate::aws::paced::Pacers,
     ledger: Option<Arc<dyn Ledger>>,
     secrets: SecretStore,
     /// When each ledger namespace was last pruned.
@@ -95,8 +97,9 @@ impl Context {
         health: Arc<Health>,
     ) -> Self {
         let calls = CallCounter::with_metrics(metrics.clone());
+        let pacers = crate::aws::paced::Pacers::new(settings.aws.quota_share);
         let registry = TargetRegistry::new(
-            registry_settings(&settings, None, SecretStore::None),
+            registry_settings(&settings, None, SecretStore::None, &pacers),
             calls.clone(),
         );
         Self {
@@ -105,6 +108,7 @@ impl Context {
             metrics,
             health,
             registry,
+            pacers,
             ledger: None,
             secrets: SecretStore::None,
             pruned: Mutex::new(HashMap::new()),
@@ -127,7 +131,12 @@ impl Context {
 
     fn rebuild_registry(mut self) -> Self {
         self.registry = TargetRegistry::new(
-            registry_settings(&self.settings, self.ledger.clone(), self.secrets.clone()),
+            registry_settings(
+                &self.settings,
+                self.ledger.clone(),
+                self.secrets.clone(),
+                &self.pacers,
+            ),
             self.calls.clone(),
         );
         self
@@ -276,6 +285,7 @@ fn registry_settings(
     settings: &PollSettings,
     ledger: Option<Arc<dyn Ledger>>,
     secrets: SecretStore,
+    pacers: &crate::aws::paced::Pacers,
 ) -> RegistrySettings {
     RegistrySettings {
         aws: settings.aws.clone(),
@@ -284,6 +294,7 @@ fn registry_settings(
         ledger,
         adobe: settings.adobe.clone(),
         secrets,
+        pacers: pacers.clone(),
     }
 }
 

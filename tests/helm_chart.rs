@@ -1789,6 +1789,7 @@ fn assert_iam_policy_covers(emu: &EmulatorHandle) {
         "states:ListExecutions",
         "states:RedriveExecution",
         "states:DescribeExecution",
+        "states:GetExecutionHistory",
         "states:ListStateMachines",
         "states:ListTagsForResource",
         "sts:AssumeRole",
@@ -1810,7 +1811,8 @@ fn assert_iam_policy_covers(emu: &EmulatorHandle) {
             "ListExecutions" => vec![sm_arn("orders")],
             "ListStateMachines" => vec!["*".to_string()],
             "ListTagsForResource" => vec![sm_arn("secret-orders")],
-            "RedriveExecution" | "DescribeExecution" => {
+            // Details for error filters come from either; the ledger names the executions.
+            "RedriveExecution" | "DescribeExecution" | "GetExecutionHistory" => {
                 emu.ledger().into_iter().map(|e| e.execution_arn).collect()
             }
             "codepipeline:GetPipelineState" | "codepipeline:GetPipeline" => {

@@ -190,13 +190,21 @@ impl TargetError {
     }
 }
 
+/// Error codes that mean "rate limited": the operator's pacer retries them, the SDK must not
+/// (`crate::aws::NoThrottleRetries`).
+pub const THROTTLING_CODES: [&str; 5] = [
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "Throttling",
+    "KmsThrottlingException",
+];
+
 fn category_of_code(code: &str) -> Option<ErrorCategory> {
+    if THROTTLING_CODES.contains(&code) {
+        return Some(ErrorCategory::Throttled);
+    }
     Some(match code {
-        "ThrottlingException"
-        | "TooManyRequestsException"
-        | "RequestLimitExceeded"
-        | "Throttling"
-        | "KmsThrottlingException" => ErrorCategory::Throttled,
         "AccessDeniedException"
         | "AccessDenied"
         | "UnrecognizedClientException"

@@ -17,6 +17,7 @@ use super::flowservice::http::Http;
 use super::flowservice::platform::Platform;
 use super::flowservice::{AdobeSettings, FlowService, FlowServiceSettings};
 use super::stepfunctions::StepFunctions;
+use crate::aws::paced::{Pacers, Pacing, account_of_role};
 use crate::aws::{AwsSettings, CallCounter, codepipeline_client, sdk_config, sfn_client};
 use crate::clock::ServiceClock;
 use crate::ledger::Ledger;
@@ -57,6 +58,8 @@ pub struct RegistrySettings {
     pub adobe: AdobeSettings,
     /// Where Flow Service credentials Secrets are read.
     pub secrets: SecretStore,
+    /// The process's pacers: every client of one account and region shares one per API.
+    pub pacers: Pacers,
 }
 
 /// The clients, by key.
@@ -138,6 +141,14 @@ impl TargetRegistry {
         };
         // Per account and region (the scope of AWS's buckets): the role, or the default chain.
         let account = policy.role_arn().unwrap_or("default-credentials");
+        let pacing = |service| Pacing {
+            pacers: self.settings.pacers.clone(),
+            service,
+            region: region.to_string(),
+            // Roles of one account share its buckets; the default chain's account is unknown.
+            account: account_of_role(account).to_string(),
+            limits: self.settings.aws.call_limits(),
+        };
         match policy.kind() {
             TargetKind::StepFunctions => {
                 let key = format!("redrive-sfn/{region}/{account}");
@@ -149,6 +160,7 @@ impl TargetRegistry {
                         &key,
                         self.settings.discovery_ttl,
                     )
+                    .with_pacing(&pacing(TargetKind::StepFunctions))
                     .with_clock(clock),
                 ))
             }
@@ -161,6 +173,7 @@ impl TargetRegistry {
                         &key,
                         self.codepipeline_settings(policy),
                     )
+                    .with_pacing(&pacing(TargetKind::CodePipeline))
                     .with_clock(clock),
                 ))
             }

@@ -2174,3 +2174,224 @@ mod fuzz {
         }
     }
 }
+
+/// Every event of an execution's history, oldest first, paged by 1,000.
+async fn full_history(
+    c: &Client,
+    arn: &str,
+    reverse: bool,
+) -> Vec<aws_sdk_sfn::types::HistoryEvent> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let p = c
+            .get_execution_history()
+            .execution_arn(arn)
+            .reverse_order(reverse)
+            .max_results(1000)
+            .include_execution_data(false)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        out.extend(p.events().iter().cloned());
+        token = p.next_token().map(str::to_string);
+        if token.is_none() {
+            return out;
+        }
+    }
+}
+
+/// The newest event, as the operator asks for it (api-facts §5.1).
+async fn last_event(c: &Client, arn: &str) -> aws_sdk_sfn::types::HistoryEvent {
+    let p = c
+        .get_execution_history()
+        .execution_arn(arn)
+        .reverse_order(true)
+        .max_results(1)
+        .include_execution_data(false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.events().len(), 1, "{arn}: one event");
+    assert!(p.next_token().is_some(), "{arn}: older events follow");
+    p.events()[0].clone()
+}
+
+/// api-facts §1.6 / §5.1: in reverse order the history starts with the stop event, whose
+/// details carry the error and cause DescribeExecution reports, and whose id is the history
+/// length (ids run 1..N); reverse pages are the forward pages backwards. After a redrive, the
+/// newest event is the latest attempt's.
+#[tokio::test]
+async fn reverse_order_history_starts_with_the_stop_event_and_its_id_is_the_length() {
+    let sc = Scenario::new().with(
+        StateMachineSpec::standard("rev")
+            .execution(ExecutionSpec::new("failed").outcomes([Outcome::fail_with(
+                "Lambda.ServiceException",
+                "the function crashed",
+            )]))
+            .execution(ExecutionSpec::new("timed-out").outcomes([Outcome::timed_out()]))
+            .execution(ExecutionSpec::new("aborted").outcomes([Outcome::aborted()]))
+            .execution(ExecutionSpec::succeeded("ok"))
+            .execution(ExecutionSpec::failed("long", "States.TaskFailed").history_events(24_999))
+            .execution(
+                ExecutionSpec::new("again")
+                    .outcomes([
+                        Outcome::fail_with("States.Timeout", "first attempt"),
+                        Outcome::fail_with("Lambda.Unknown", "second attempt"),
+                    ])
+                    .redrive_run_time(secs(30)),
+            ),
+    );
+    let (h, c) = emu(sc).await;
+    let cases = [
+        ("failed", "ExecutionFailed", ExecutionStatus::Failed),
+        ("timed-out", "ExecutionTimedOut", ExecutionStatus::TimedOut),
+        ("aborted", "ExecutionAborted", ExecutionStatus::Aborted),
+        ("ok", "ExecutionSucceeded", ExecutionStatus::Succeeded),
+        ("long", "ExecutionFailed", ExecutionStatus::Failed),
+    ];
+    for (name, ty, status) in cases {
+        let arn = h.execution_arn("rev", name);
+        let forward = full_history(&c, &arn, false).await;
+        let n = forward.len() as i64;
+        assert!(n >= 2, "{name}: a history");
+        for (i, e) in forward.iter().enumerate() {
+            assert_eq!(e.id(), i as i64 + 1, "{name}: ids run 1..N");
+        }
+        let backward = full_history(&c, &arn, true).await;
+        let ids: Vec<i64> = backward.iter().map(|e| e.id()).collect();
+        let expected: Vec<i64> = (1..=n).rev().collect();
+        assert_eq!(ids, expected, "{name}: reverse order is N..1");
+        assert_eq!(
+            backward
+                .iter()
+                .map(|e| e.r#type().as_str())
+                .collect::<Vec<_>>(),
+            forward
+                .iter()
+                .rev()
+                .map(|e| e.r#type().as_str())
+                .collect::<Vec<_>>(),
+            "{name}: the same events backwards"
+        );
+
+        let last = last_event(&c, &arn).await;
+        assert_eq!(last.id(), n, "{name}: the newest id is the history length");
+        assert_eq!(last.r#type().as_str(), ty, "{name}");
+        let d = describe(&c, &arn).await;
+        assert_eq!(d.status(), &status, "{name}");
+        let (error, cause) = match ty {
+            "ExecutionFailed" => {
+                let x = last.execution_failed_event_details().expect("details");
+                (x.error(), x.cause())
+            }
+            "ExecutionTimedOut" => {
+                let x = last.execution_timed_out_event_details().expect("details");
+                (x.error(), x.cause())
+            }
+            "ExecutionAborted" => {
+                let x = last.execution_aborted_event_details().expect("details");
+                (x.error(), x.cause())
+            }
+            _ => (None, None),
+        };
+        assert_eq!(
+            error,
+            d.error(),
+            "{name}: the same error as DescribeExecution"
+        );
+        assert_eq!(
+            cause,
+            d.cause(),
+            "{name}: the same cause as DescribeExecution"
+        );
+    }
+    let failed = last_event(&c, &h.execution_arn("rev", "failed")).await;
+    let details = failed.execution_failed_event_details().unwrap();
+    assert_eq!(details.error(), Some("Lambda.ServiceException"));
+    assert_eq!(details.cause(), Some("the function crashed"));
+    let timed_out = last_event(&c, &h.execution_arn("rev", "timed-out")).await;
+    assert_eq!(
+        timed_out
+            .execution_timed_out_event_details()
+            .unwrap()
+            .error(),
+        Some("States.Timeout")
+    );
+    // The 25,000-event rule, read from the id alone.
+    let long = h.execution_arn("rev", "long");
+    assert_eq!(last_event(&c, &long).await.id(), 24_999);
+    assert_eq!(
+        describe(&c, &long).await.redrive_status_reason(),
+        Some(reasons::HISTORY_LIMIT)
+    );
+
+    // Reverse pages: 3 at a time, continuing below the last id seen.
+    let failed_arn = h.execution_arn("rev", "failed");
+    let n = full_history(&c, &failed_arn, false).await.len() as i64;
+    let p1 = c
+        .get_execution_history()
+        .execution_arn(&failed_arn)
+        .reverse_order(true)
+        .max_results(3)
+        .send()
+        .await
+        .unwrap();
+    let p2 = c
+        .get_execution_history()
+        .execution_arn(&failed_arn)
+        .reverse_order(true)
+        .max_results(3)
+        .set_next_token(p1.next_token().map(str::to_string))
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = p1
+        .events()
+        .iter()
+        .chain(p2.events())
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(ids, (n - 5..=n).rev().collect::<Vec<_>>());
+
+    // Redriven and failed again: the newest event is the second failure, ids keep counting.
+    let again = h.execution_arn("rev", "again");
+    let before = last_event(&c, &again).await;
+    assert_eq!(
+        before.execution_failed_event_details().unwrap().cause(),
+        Some("first attempt")
+    );
+    c.redrive_execution()
+        .execution_arn(&again)
+        .send()
+        .await
+        .unwrap();
+    let running = last_event(&c, &again).await;
+    assert_ne!(
+        running.r#type().as_str(),
+        "ExecutionFailed",
+        "running again"
+    );
+    assert!(running.id() > before.id());
+    h.advance_clock(secs(31));
+    let after = last_event(&c, &again).await;
+    assert_eq!(after.r#type().as_str(), "ExecutionFailed");
+    let details = after.execution_failed_event_details().unwrap();
+    assert_eq!(details.error(), Some("Lambda.Unknown"));
+    assert_eq!(details.cause(), Some("second attempt"));
+    assert_eq!(
+        after.id(),
+        full_history(&c, &again, false).await.len() as i64
+    );
+    let d = describe(&c, &again).await;
+    assert_eq!((d.error(), d.cause()), (details.error(), details.cause()));
+    assert!(
+        full_history(&c, &again, false)
+            .await
+            .iter()
+            .any(|e| e.r#type().as_str() == "ExecutionRedriven"),
+        "the redrive is in the history"
+    );
+    h.shutdown().await;
+}

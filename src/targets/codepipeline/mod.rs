@@ -14,6 +14,10 @@
 //! 3. act; 4. record the outcome. A claim left in Intent by a crash is resolved after its
 //!    deadline from the stage's state (`manualStageRetryAttempt`, latest execution id), never by
 //!    acting blindly.
+//!
+//! Every call is paced by the process-wide pacer of its API ([`crate::aws::paced`]), which also
+//! retries throttled answers; a paced call (waits, sends, retries) ends within the operation
+//! timeout, which the claim deadline is built on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,6 +35,7 @@ use super::{
     Discovery, ErrorCategory, RedriveOutcome, Target, TargetError, ledger_error, not_this_target,
     outcome, to_timestamp,
 };
+use crate::aws::paced::{ApiPacer, CallLimits, Pacing};
 use crate::clock::{ServiceClock, shift};
 use crate::crd::RetryMode;
 use crate::engine::{
@@ -84,6 +89,29 @@ struct Declaration {
     auto_retry: Vec<String>,
 }
 
+/// The shared pacer of every API the adapter calls.
+struct ApiPacers {
+    get_pipeline_state: ApiPacer,
+    get_pipeline: ApiPacer,
+    list_pipelines: ApiPacer,
+    list_tags_for_resource: ApiPacer,
+    retry_stage_execution: ApiPacer,
+    limits: CallLimits,
+}
+
+impl ApiPacers {
+    fn new(pacing: &Pacing) -> Self {
+        ApiPacers {
+            get_pipeline_state: pacing.api("GetPipelineState"),
+            get_pipeline: pacing.api("GetPipeline"),
+            list_pipelines: pacing.api("ListPipelines"),
+            list_tags_for_resource: pacing.api("ListTagsForResource"),
+            retry_stage_execution: pacing.api("RetryStageExecution"),
+            limits: pacing.limits,
+        }
+    }
+}
+
 /// One client per API, each in its own retry partition (see the Step Functions adapter).
 struct ApiClients {
     get_pipeline_state: aws_sdk_codepipeline::Client,
@@ -116,6 +144,7 @@ impl ApiClients {
 /// The CodePipeline adapter for one (region, credentials, namespace).
 pub struct CodePipeline {
     clients: ApiClients,
+    pacers: ApiPacers,
     /// The service's clock as its answers tell it (fed by the client's interceptor when built
     /// with [`crate::aws::codepipeline_client`] and the same clock).
     clock: ServiceClock,
@@ -157,14 +186,26 @@ impl CodePipeline {
         partition_key: &str,
         settings: CodePipelineSettings,
     ) -> Self {
+        let mut own = Pacing::unshared(TargetKind::CodePipeline);
+        own.limits.timeout = settings.operation_timeout;
         Self {
             clients: ApiClients::new(&client, partition_key),
+            pacers: ApiPacers::new(&own),
             clock: ServiceClock::new(partition_key),
             settings,
             names: Mutex::new(None),
             tags: Mutex::new(HashMap::new()),
             declarations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Pace every call with `pacing`'s pacers (shared with every client of the same account and
+    /// region). Its time limit must not exceed the operation timeout the claim deadline assumes.
+    pub fn with_pacing(mut self, pacing: &Pacing) -> Self {
+        let mut pacers = ApiPacers::new(pacing);
+        pacers.limits.timeout = pacers.limits.timeout.min(self.settings.operation_timeout);
+        self.pacers = pacers;
+        self
     }
 
     /// Use `clock`, the estimate the client's interceptor feeds, for [`Target::clock_skew`].
@@ -180,19 +221,34 @@ impl CodePipeline {
             return Ok(list.clone());
         }
         let mut out = Vec::new();
-        let mut pages = self
-            .clients
-            .list_pipelines
-            .list_pipelines()
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| TargetError::from_sdk("ListPipelines", &e))?;
+        let mut next: Option<String> = None;
+        loop {
+            let token = next.take();
+            let page = self
+                .pacers
+                .list_pipelines
+                .call(self.pacers.limits, || {
+                    let token = token.clone();
+                    async move {
+                        self.clients
+                            .list_pipelines
+                            .list_pipelines()
+                            .set_next_token(token)
+                            .send()
+                            .await
+                            .map_err(|e| TargetError::from_sdk("ListPipelines", &e))
+                    }
+                })
+                .await?;
             out.extend(
                 page.pipelines()
                     .iter()
                     .filter_map(|p| p.name().map(str::to_string)),
             );
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                break;
+            }
         }
         *self.names.lock().expect("lock") = Some((Instant::now(), out.clone()));
         Ok(out)
@@ -206,13 +262,18 @@ impl CodePipeline {
             return Ok(d.clone());
         }
         let out = self
-            .clients
+            .pacers
             .get_pipeline
-            .get_pipeline()
-            .name(pipeline)
-            .send()
-            .await
-            .map_err(|e| TargetError::from_sdk("GetPipeline", &e))?;
+            .call(self.pacers.limits, || async {
+                self.clients
+                    .get_pipeline
+                    .get_pipeline()
+                    .name(pipeline)
+                    .send()
+                    .await
+                    .map_err(|e| TargetError::from_sdk("GetPipeline", &e))
+            })
+            .await?;
         let auto_retry = out
             .pipeline()
             .map(|p| {
@@ -263,13 +324,18 @@ impl CodePipeline {
             return Ok(tags.clone());
         }
         let out = self
-            .clients
+            .pacers
             .list_tags_for_resource
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .map_err(|e| TargetError::from_sdk("ListTagsForResource", &e))?;
+            .call(self.pacers.limits, || async {
+                self.clients
+                    .list_tags_for_resource
+                    .list_tags_for_resource()
+                    .resource_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| TargetError::from_sdk("ListTagsForResource", &e))
+            })
+            .await?;
         let tags: BTreeMap<String, String> = out
             .tags()
             .iter()
@@ -311,13 +377,18 @@ impl CodePipeline {
     }
 
     async fn state(&self, pipeline: &str) -> Result<GetPipelineStateOutput, TargetError> {
-        self.clients
+        self.pacers
             .get_pipeline_state
-            .get_pipeline_state()
-            .name(pipeline)
-            .send()
+            .call(self.pacers.limits, || async {
+                self.clients
+                    .get_pipeline_state
+                    .get_pipeline_state()
+                    .name(pipeline)
+                    .send()
+                    .await
+                    .map_err(|e| TargetError::from_sdk("GetPipelineState", &e))
+            })
             .await
-            .map_err(|e| TargetError::from_sdk("GetPipelineState", &e))
     }
 
     /// Candidates of one pipeline: its selected stages whose latest execution failed.
@@ -438,20 +509,31 @@ impl CodePipeline {
 
     async fn retry(&self, c: &Candidate, mode: RetryMode) -> Result<(), TargetError> {
         let (pipeline, stage, execution) = split_run_id(&c.id).unwrap_or_default();
-        self.clients
+        let mode = match mode {
+            RetryMode::FailedActions => StageRetryMode::FailedActions,
+            RetryMode::AllActions => StageRetryMode::AllActions,
+        };
+        // A throttled answer means the retry was not performed: sending it again is safe, and
+        // the whole paced call ends within the operation timeout (the claim's fencing).
+        self.pacers
             .retry_stage_execution
-            .retry_stage_execution()
-            .pipeline_name(pipeline)
-            .stage_name(stage)
-            .pipeline_execution_id(execution)
-            .retry_mode(match mode {
-                RetryMode::FailedActions => StageRetryMode::FailedActions,
-                RetryMode::AllActions => StageRetryMode::AllActions,
+            .call(self.pacers.limits, || {
+                let mode = mode.clone();
+                async move {
+                    self.clients
+                        .retry_stage_execution
+                        .retry_stage_execution()
+                        .pipeline_name(pipeline)
+                        .stage_name(stage)
+                        .pipeline_execution_id(execution)
+                        .retry_mode(mode)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| TargetError::from_sdk("RetryStageExecution", &e))
+                }
             })
-            .send()
             .await
-            .map(|_| ())
-            .map_err(|e| TargetError::from_sdk("RetryStageExecution", &e))
     }
 
     /// Steps 2–4 of the protocol for a claim we hold.
