@@ -111,13 +111,14 @@ pub fn emulator_config(region: &str, q: Quota) -> EmulatorConfig {
     }
 }
 
-/// The calls any redriver needs for `b` (pages of 1,000, one describe per eligible failure with
-/// a filter, one redrive per eligible failure) and the resulting bound.
+/// The calls any redriver needs for `b` (pages of 1,000, one details read per eligible failure
+/// with a filter, from either detail bucket, one redrive per eligible failure) and the
+/// resulting bound.
 pub fn backlog_bound(q: Quota, b: &Backlog, filter: bool) -> Bound {
     let n = b.eligible.len() as u64;
     let mut calls = vec![("ListExecutions", b.list_pages(1000, false))];
     if filter {
-        calls.push(("DescribeExecution", n));
+        calls.push((quota::DETAILS, n));
     }
     calls.push(("RedriveExecution", n));
     quota::bound(q.preset, q.scale, &calls, n)

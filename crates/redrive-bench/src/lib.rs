@@ -648,7 +648,7 @@ fn targets(r: &BenchReport) -> Vec<Target> {
 
 fn bound_line(q: Quota, d: &DrainResult) -> Vec<(f64, f64)> {
     let apis: &[&'static str] = if d.error_filter {
-        &["DescribeExecution", "RedriveExecution"]
+        &[quota::DETAILS, "RedriveExecution"]
     } else {
         &["RedriveExecution"]
     };

@@ -14,9 +14,20 @@ use serde::Serialize;
 
 use redrive_emulator::QuotaPreset;
 
+/// A failure's error and cause come from either of two APIs with separate buckets
+/// (DescribeExecution, or the last GetExecutionHistory event): any client can spend both, so
+/// the bound counts them as one bucket of their summed size and refill.
+pub const DETAILS: &str = "DescribeExecution+GetExecutionHistory";
+
 /// Bucket size and refill rate of one API under a preset and scale, exactly as the emulator
-/// applies them (size rounded, at least 1). `None`: not throttled.
+/// applies them (size rounded, at least 1); [`DETAILS`] is the sum of its two. `None`: not
+/// throttled.
 pub fn bucket(preset: QuotaPreset, scale: f64, api: &str) -> Option<(f64, f64)> {
+    if api == DETAILS {
+        let d = bucket(preset, scale, "DescribeExecution")?;
+        let h = bucket(preset, scale, "GetExecutionHistory")?;
+        return Some((d.0 + h.0, d.1 + h.1));
+    }
     let (b, r) = preset.bucket(api)?;
     Some(((b * scale).round().max(1.0), r * scale))
 }
@@ -114,6 +125,15 @@ mod tests {
         );
         assert_eq!(with_filter.binding_api, "DescribeExecution");
         assert!((with_filter.time_min_s - 700.0 / 15.0).abs() < 1e-9);
+        // Both detail buckets: (10,000 − 300 − 400) ÷ (15 + 20) per second.
+        let both = bound(
+            QuotaPreset::UsEast1,
+            1.0,
+            &[(DETAILS, 10_000), ("RedriveExecution", 10_000)],
+            10_000,
+        );
+        assert_eq!(both.binding_api, DETAILS);
+        assert!((both.time_min_s - 9_300.0 / 35.0).abs() < 1e-9);
         assert!(
             (redrives_possible(
                 QuotaPreset::UsEast1,
