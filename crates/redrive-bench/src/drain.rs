@@ -111,6 +111,24 @@ pub fn emulator_config(region: &str, q: Quota) -> EmulatorConfig {
     }
 }
 
+/// Wait until the emulator has seen `n` redrives, checking every `every`; `true` when `timeout`
+/// (from `started`) passed first.
+pub async fn until_redriven(
+    handle: &EmulatorHandle,
+    n: u64,
+    started: Instant,
+    timeout: Duration,
+    every: Duration,
+) -> bool {
+    while handle.stats().redrives < n {
+        if started.elapsed() > timeout {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    false
+}
+
 /// The calls any redriver needs for `b` (pages of 1,000, one details read per eligible failure
 /// with a filter, from either detail bucket, one redrive per eligible failure) and the
 /// resulting bound.
@@ -201,14 +219,8 @@ pub async fn run_operator(
     );
     // local::run's future is not Send: drive it and the watcher in this task.
     let watch = async {
-        let mut timed_out = false;
-        while handle.stats().redrives < n {
-            if started.elapsed() > timeout {
-                timed_out = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let timed_out =
+            until_redriven(&handle, n, started, timeout, Duration::from_millis(50)).await;
         let _ = stop_tx.send(true);
         timed_out
     };

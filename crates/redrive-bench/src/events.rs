@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::Quota;
 use super::check::{self, Correctness};
 use super::data;
-use super::drain::{Calls, emulator_config};
+use super::drain::{Calls, emulator_config, until_redriven};
 use redrive_emulator::{
     self as emulator, EventFaults, EventsConfig, ExecutionSpec, Outcome, Scenario, StateMachineSpec,
 };
@@ -218,14 +218,8 @@ pub async fn run(
     // Dropped events wait for the sweep.
     let timeout = injection + sweep * 2 + Duration::from_secs(20);
     let watch = async {
-        let mut timed_out = false;
-        while handle.stats().redrives < want {
-            if started.elapsed() > timeout {
-                timed_out = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let timed_out =
+            until_redriven(&handle, want, started, timeout, Duration::from_millis(100)).await;
         // Late duplicates and the excluded failures' hints get their chance to misbehave.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let _ = stop_tx.send(true);

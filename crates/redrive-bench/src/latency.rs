@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::Quota;
 use super::check::{self, Correctness};
 use super::data;
-use super::drain::{Calls, emulator_config};
+use super::drain::{Calls, emulator_config, until_redriven};
 use redrive_emulator::{self as emulator, ExecutionSpec, Outcome, Scenario, StateMachineSpec};
 use redrive_operator::local;
 use redrive_operator::reconcile::{Context, PollSettings};
@@ -95,14 +95,14 @@ pub async fn run(
     );
     let timeout = injection + poll_interval * 3 + Duration::from_secs(10);
     let watch = async {
-        let mut timed_out = false;
-        while handle.stats().redrives < u64::from(k) {
-            if started.elapsed() > timeout {
-                timed_out = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let timed_out = until_redriven(
+            &handle,
+            u64::from(k),
+            started,
+            timeout,
+            Duration::from_millis(100),
+        )
+        .await;
         let _ = stop_tx.send(true);
         timed_out
     };
