@@ -74,6 +74,12 @@ pub struct AwsArgs {
     #[arg(long, env = "REDRIVE_AWS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub aws_timeout: Duration,
 
+    /// How long a read (a list, a describe) may wait for its API's send slot when the pace or
+    /// the quota share binds, before its own --aws-timeout starts; redrives and stage retries
+    /// never wait beyond --aws-timeout.
+    #[arg(long, env = "REDRIVE_AWS_QUEUE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub aws_queue_timeout: Duration,
+
     /// Share of each AWS API's published quota the operator may use per account and region
     /// (0 < x <= 1), e.g. 0.5 leaves half of every bucket's refill and burst to other tools;
     /// 1 = no cap (the pacer follows the bucket, even a raised quota).
@@ -127,7 +133,9 @@ impl AwsArgs {
                 endpoint_url: self.endpoint_url.clone(),
                 max_attempts: self.aws_max_attempts,
                 operation_timeout: self.aws_timeout,
+                queue_timeout: self.aws_queue_timeout,
                 quota_share: self.aws_quota_share,
+                quota_scale: 1.0,
             },
             concurrency: usize::from(self.concurrency),
             discovery_ttl: self.discovery_ttl,

@@ -96,6 +96,11 @@ const AWS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 ];
 
+/// Send-slot wait buckets: 1 ms to 5 min (`--aws-queue-timeout`'s default).
+const SEND_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+];
+
 /// Event lag buckets (event time → decided): 100 ms to ~10 min.
 const EVENT_LAG_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -113,6 +118,7 @@ pub struct Metrics {
     pub last_successful_poll: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub aws_requests: Family<AwsLabels, Counter>,
     pub aws_duration: Family<ApiLabels, Histogram, Buckets>,
+    pub aws_send_wait: Family<ApiLabels, Histogram, Buckets>,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<CategoryLabels, Counter>,
     pub leader: Gauge,
@@ -148,6 +154,7 @@ impl Metrics {
             last_successful_poll: Family::default(),
             aws_requests: Family::default(),
             aws_duration: Family::new_with_constructor(Buckets(AWS_BUCKETS)),
+            aws_send_wait: Family::new_with_constructor(Buckets(SEND_WAIT_BUCKETS)),
             reconcile_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
@@ -222,6 +229,14 @@ impl Metrics {
             MetricKind::Histogram,
             "Latency of AWS HTTP attempts by target and API",
             m.aws_duration.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut catalog,
+            "aws_send_wait_seconds",
+            MetricKind::Histogram,
+            "Time paced AWS calls waited for a send slot of their API's pacer (the API's pace or the quota share binding) by target and API",
+            m.aws_send_wait.clone(),
         );
         reg(
             &mut registry,
@@ -354,6 +369,16 @@ impl Metrics {
                 })
                 .observe(d.as_secs_f64());
         }
+    }
+
+    /// The send-slot wait histogram of one API (shared by its pacer's callers).
+    pub fn send_wait(&self, target: &str, api: &str) -> Histogram {
+        self.aws_send_wait
+            .get_or_create(&ApiLabels {
+                target: target.into(),
+                api: api.into(),
+            })
+            .clone()
     }
 
     /// Redrive calls of a policy by outcome (from a poll or an event hint's decision).

@@ -97,7 +97,9 @@ impl Context {
         health: Arc<Health>,
     ) -> Self {
         let calls = CallCounter::with_metrics(metrics.clone());
-        let pacers = crate::aws::paced::Pacers::new(settings.aws.quota_share);
+        let pacers = crate::aws::paced::Pacers::new(settings.aws.quota_share)
+            .with_quota_scale(settings.aws.quota_scale)
+            .with_metrics(metrics.clone());
         let registry = TargetRegistry::new(
             registry_settings(&settings, None, SecretStore::None, &pacers),
             calls.clone(),

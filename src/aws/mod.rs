@@ -50,9 +50,15 @@ pub struct AwsSettings {
     /// Time limit of one call, all attempts included (and, for paced calls, the waits for a
     /// send slot).
     pub operation_timeout: Duration,
+    /// How long a paced read may wait for its first send slot (its time limit then counts from
+    /// that send); calls that act never wait beyond `operation_timeout`.
+    pub queue_timeout: Duration,
     /// Share (0 < x <= 1) of each API's published quota the operator may use, per account and
     /// region; 1 = no cap.
     pub quota_share: f64,
+    /// Factor on the published quotas `quota_share` applies to: 1, but for an emulator whose
+    /// buckets are scaled (the benchmark). Not a flag.
+    pub quota_scale: f64,
 }
 
 impl Default for AwsSettings {
@@ -61,7 +67,9 @@ impl Default for AwsSettings {
             endpoint_url: None,
             max_attempts: 5,
             operation_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(300),
             quota_share: 1.0,
+            quota_scale: 1.0,
         }
     }
 }
@@ -72,6 +80,7 @@ impl AwsSettings {
         paced::CallLimits {
             attempts: self.max_attempts.max(1),
             timeout: self.operation_timeout,
+            queue: self.queue_timeout,
         }
     }
 }

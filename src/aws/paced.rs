@@ -8,6 +8,12 @@
 //! waits for a new slot and is sent again, with the same input (a RedriveExecution keeps its
 //! client token), at most `attempts` times and within `timeout` (waits included), then fails
 //! with [`ErrorCategory::Throttled`].
+//!
+//! A read may first queue for its slot for up to `queue` ([`CallLimits::queue`]): when the pace
+//! or a quota share is what binds, a fleet's reads line up behind each other, and failing them
+//! after `timeout` would waste the quota their policy's other reads already spent. A call that
+//! acts ([`CallLimits::acting`]) never queues beyond `timeout`: its effect must land within the
+//! limit a claim's fencing relies on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,8 +22,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::pacer::{Pacer, PacerConfig, Rate, Slot};
 use super::quotas;
+use crate::metrics::Metrics;
 use crate::policy::TargetKind;
 use crate::targets::{ErrorCategory, TargetError};
 
@@ -31,6 +40,10 @@ pub struct Pacers {
     epoch: Instant,
     /// Each API's cap: this share of its published bucket (1 = no cap).
     share: f64,
+    /// Factor on the published buckets the share applies to (1 but for scaled emulators).
+    quota_scale: f64,
+    /// Where slot waits are observed (`redrive_aws_send_wait_seconds`).
+    metrics: Option<Arc<Metrics>>,
     table: Arc<Mutex<HashMap<PacerKey, Arc<Mutex<Pacer>>>>>,
 }
 
@@ -48,8 +61,25 @@ impl Pacers {
         Self {
             epoch: Instant::now(),
             share,
+            quota_scale: 1.0,
+            metrics: None,
             table: Arc::default(),
         }
+    }
+
+    /// Observe every call's wait for its send slot in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The share applies to the published buckets × `scale` (refill and burst): for an
+    /// emulator whose buckets are scaled so (the benchmark). Ignored unless finite and > 0.
+    pub fn with_quota_scale(mut self, scale: f64) -> Self {
+        if scale.is_finite() && scale > 0.0 {
+            self.quota_scale = scale;
+        }
+        self
     }
 
     pub fn share(&self) -> f64 {
@@ -69,7 +99,13 @@ impl Pacers {
         let cap = (self.share < 1.0)
             .then(|| quotas::published(service, region, api))
             .flatten()
-            .map(|bucket| Rate::share_of(bucket, self.share));
+            .map(|bucket| {
+                let scaled = Rate {
+                    per_second: bucket.per_second * self.quota_scale,
+                    burst: (bucket.burst * self.quota_scale).round().max(1.0),
+                };
+                Rate::share_of(scaled, self.share)
+            });
         let pacer = self
             .table
             .lock()
@@ -86,6 +122,10 @@ impl Pacers {
             api,
             epoch: self.epoch,
             pacer,
+            waits: self
+                .metrics
+                .as_ref()
+                .map(|m| m.send_wait(service.as_str(), api)),
         }
     }
 }
@@ -119,6 +159,7 @@ impl Pacing {
             limits: CallLimits {
                 attempts: 5,
                 timeout: Duration::from_secs(30),
+                queue: Duration::from_secs(300),
             },
         }
     }
@@ -144,8 +185,22 @@ pub fn account_of_role(role_arn: &str) -> &str {
 pub struct CallLimits {
     /// Sends of the call, throttled ones included (the SDK's transport retries are its own).
     pub attempts: u32,
-    /// Time for the whole call: waits for slots and every send.
+    /// Time for the whole call from its first send: every send and the waits for slots
+    /// between them (from the start of the call, slot wait included, for [`Self::acting`]).
     pub timeout: Duration,
+    /// Longest wait for the first send's slot of a read (zero: `timeout` bounds it).
+    pub queue: Duration,
+}
+
+impl CallLimits {
+    /// The limits of a call that acts (a redrive, a stage retry): no queueing beyond `timeout`,
+    /// so the whole call, first slot included, ends within it.
+    pub fn acting(self) -> Self {
+        Self {
+            queue: Duration::ZERO,
+            ..self
+        }
+    }
 }
 
 /// One API's shared pacer.
@@ -154,6 +209,7 @@ pub struct ApiPacer {
     api: &'static str,
     epoch: Instant,
     pacer: Arc<Mutex<Pacer>>,
+    waits: Option<Histogram>,
 }
 
 /// A slot reserved on one of several pacers ([`reserve_sooner`]).
@@ -201,15 +257,27 @@ impl ApiPacer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TargetError>>,
     {
-        let deadline = Instant::now() + limits.timeout;
+        let started = Instant::now();
+        let mut deadline = started + limits.timeout;
+        // A read's first slot may come later; its time limit then counts from that send.
+        let queue_until = started + limits.queue.max(limits.timeout);
         let mut first = first.map(|r| r.slot);
         let mut last_throttle = None;
-        for _ in 0..limits.attempts.max(1) {
-            let Some(sent) = self.wait_for_slot(first.take(), deadline).await else {
+        for attempt in 0..limits.attempts.max(1) {
+            let wait_until = if attempt == 0 { queue_until } else { deadline };
+            let waiting = Instant::now();
+            let sent = self.wait_for_slot(first.take(), wait_until).await;
+            if let Some(h) = &self.waits {
+                h.observe(waiting.elapsed().as_secs_f64());
+            }
+            let Some(sent) = sent else {
                 return Err(
                     self.gave_up(last_throttle, "no send slot within the call's time limit")
                 );
             };
+            if attempt == 0 && !limits.queue.is_zero() {
+                deadline = deadline.max(self.epoch + sent + limits.timeout);
+            }
             let result = match tokio::time::timeout_at(deadline, send()).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -307,6 +375,7 @@ mod tests {
     const LIMITS: CallLimits = CallLimits {
         attempts: 5,
         timeout: Duration::from_secs(30),
+        queue: Duration::ZERO,
     };
 
     fn throttled(api: &'static str) -> TargetError {
@@ -415,6 +484,7 @@ mod tests {
         let once = CallLimits {
             attempts: 1,
             timeout: Duration::from_secs(5),
+            queue: Duration::ZERO,
         };
         let out: Result<(), _> = p
             .call(once, || async { Err(throttled("ListExecutions")) })
@@ -432,6 +502,31 @@ mod tests {
         assert_eq!(err.category, ErrorCategory::Throttled);
         assert!(err.message.contains("time limit"), "{err}");
         assert_eq!(sends.load(Ordering::SeqCst), 0);
+        // A read may queue for that slot; its time limit then counts from the send, so an
+        // answer 4 s later (9 s past the call's start + 5 s) still arrives. Acting never queues.
+        let read = CallLimits {
+            queue: Duration::from_secs(60),
+            ..once
+        };
+        let acting = p
+            .call(read.acting(), || async {
+                sends.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(acting.is_err());
+        assert_eq!(sends.load(Ordering::SeqCst), 0);
+        let start = Instant::now();
+        let sent_at = Mutex::new(None);
+        p.call(read, || async {
+            *sent_at.lock().unwrap() = Some(start.elapsed());
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok(())
+        })
+        .await
+        .expect("a queued read gets its slot and its full time limit");
+        let waited = sent_at.lock().unwrap().expect("sent");
+        assert!(waited > Duration::from_secs(5), "sent after {waited:?}");
     }
 
     /// One table: two clients of the same account share a pacer; another account has its own.
@@ -494,6 +589,7 @@ mod tests {
         let limits = CallLimits {
             attempts: 1,
             timeout: Duration::from_secs(3600),
+            queue: Duration::ZERO,
         };
         for _ in 0..300 {
             p.call(limits, || async { Ok(()) }).await.unwrap();
@@ -501,6 +597,19 @@ mod tests {
         // 150 at once, then 7.5/s: the 300th leaves at (300 - 150) / 7.5 = 20 s (paused time).
         let took = start.elapsed().as_secs_f64();
         assert!((took - 150.0 / 7.5).abs() < 0.2, "{took}");
+        // Against buckets scaled ×10 (a scaled emulator): 1,500 at once, then 75/s.
+        let scaled = Pacers::new(0.5).with_quota_scale(10.0).api(
+            TargetKind::StepFunctions,
+            "us-east-1",
+            "1",
+            "DescribeExecution",
+        );
+        let t = Instant::now();
+        for _ in 0..3000 {
+            scaled.call(limits, || async { Ok(()) }).await.unwrap();
+        }
+        let took = t.elapsed().as_secs_f64();
+        assert!((took - 1500.0 / 75.0).abs() < 0.2, "{took}");
         // Unpaced by the cap alone: no share, no wait.
         let free = Pacers::new(1.0).api(
             TargetKind::StepFunctions,

@@ -28,6 +28,12 @@ pub struct Calls {
     pub throttled: u64,
 }
 
+/// `ListExecutions` → `List`, `RedriveExecution` → `Redrive`.
+pub fn short_api(api: &str) -> &str {
+    api.trim_end_matches("Execution")
+        .trim_end_matches("Executions")
+}
+
 impl Calls {
     pub fn from_stats(s: &Stats) -> Self {
         Calls {
@@ -52,9 +58,7 @@ impl Calls {
         self.by_api
             .iter()
             .map(|(api, n)| {
-                let short = api
-                    .trim_end_matches("Execution")
-                    .trim_end_matches("Executions");
+                let short = short_api(api);
                 match self.throttled_by_api.get(api) {
                     Some(t) => format!("{short} {n} ({t} thr.)"),
                     None => format!("{short} {n}"),

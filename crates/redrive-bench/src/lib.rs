@@ -26,7 +26,7 @@ use plotters::style::RGBColor;
 use serde::Serialize;
 
 use check::Correctness;
-use drain::DrainResult;
+use drain::{DrainResult, short_api};
 use events::EventsResult;
 use idle::IdleResult;
 use latency::LatencyResult;
@@ -51,6 +51,7 @@ pub struct ScaleSize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    Fleet,
     Scale,
     Drain,
     Baseline,
@@ -75,6 +76,11 @@ pub struct BenchConfig {
     pub scale: ScaleSize,
     /// Quota scale of the scale phase (its 5,000 ListExecutions would take 16 min at scale 1).
     pub scale_quota_scale: f64,
+    /// The fleet phase: many policies under a quota share, pollInterval shorter than the cycle.
+    pub fleet: ScaleSize,
+    pub fleet_quota_scale: f64,
+    pub fleet_share: f64,
+    pub fleet_poll_interval: Duration,
     pub latency_rate: f64,
     pub latency_injection: Duration,
     pub poll_interval: Duration,
@@ -108,12 +114,23 @@ impl BenchConfig {
                 executions: 100_000,
             },
             scale_quota_scale: 15.0,
+            fleet: ScaleSize {
+                policies: 5000,
+                machines_per_policy: 1,
+                executions: 50_000,
+            },
+            // 5,000 listings at half of (200 burst, 5/s) × 20: (5,000 − 2,000) ÷ 50/s = 60 s,
+            // six pollIntervals.
+            fleet_quota_scale: 20.0,
+            fleet_share: 0.5,
+            fleet_poll_interval: Duration::from_secs(10),
             latency_rate: 5.0,
             latency_injection: Duration::from_secs(40),
             poll_interval: Duration::from_secs(10),
             events_sweep: Duration::from_secs(600),
             events_faulty_sweep: Duration::from_secs(30),
             phases: [
+                Phase::Fleet,
                 Phase::Scale,
                 Phase::Drain,
                 Phase::Baseline,
@@ -147,6 +164,15 @@ impl BenchConfig {
                 executions: 2_000,
             },
             scale_quota_scale: 1.0,
+            fleet: ScaleSize {
+                policies: 250,
+                machines_per_policy: 1,
+                executions: 750,
+            },
+            // 250 listings at half of (200, 5/s) × 2: (250 − 200) ÷ 5/s = 10 s, two intervals.
+            fleet_quota_scale: 2.0,
+            fleet_share: 0.5,
+            fleet_poll_interval: Duration::from_secs(5),
             latency_rate: 2.0,
             latency_injection: Duration::from_secs(3),
             events_faulty_sweep: Duration::from_secs(10),
@@ -162,6 +188,7 @@ pub struct BenchReport {
     pub cores: usize,
     pub total_s: f64,
     pub scale: Option<ScaleResult>,
+    pub fleet: Option<ScaleResult>,
     pub drains: Vec<DrainResult>,
     pub idle: Option<IdleResult>,
     pub latency: Option<LatencyResult>,
@@ -211,37 +238,63 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     let q = config.quota;
     let has = |p: Phase| config.phases.contains(&p);
 
-    // Scale first: this process has allocated nothing else yet, so VmHWM is the operator's.
-    let mut scale_result = None;
-    if has(Phase::Scale) {
-        let sq = Quota {
-            preset: q.preset,
-            scale: config.scale_quota_scale,
+    // Fleet and scale first: this process has allocated little else yet, so its RSS is the
+    // operator's (each run restarts the peak).
+    let many = |name: &str, size: ScaleSize, scale: f64, share: f64, every: Duration| {
+        let run = scale::ScaleRun {
+            quota: Quota {
+                preset: q.preset,
+                scale,
+            },
+            size,
+            share,
+            poll_interval: every,
+            timeout: Duration::from_secs(if config.quick { 60 } else { 300 }),
         };
         say(format!(
-            "scale: {} policies × {} state machines, {} executions ({} ×{})",
-            config.scale.policies,
-            config.scale.machines_per_policy,
-            config.scale.executions,
-            sq.preset,
-            sq.scale
+            "{name}: {} policies × {} state machines, {} executions ({} ×{scale}, quota share {share}, pollInterval {}s)",
+            size.policies,
+            size.machines_per_policy,
+            size.executions,
+            q.preset,
+            every.as_secs_f64(),
         ));
-        match scale::run(
-            sq,
+        (name.to_string(), run)
+    };
+    let mut runs = Vec::new();
+    if has(Phase::Fleet) {
+        runs.push(many(
+            "fleet",
+            config.fleet,
+            config.fleet_quota_scale,
+            config.fleet_share,
+            config.fleet_poll_interval,
+        ));
+    }
+    if has(Phase::Scale) {
+        runs.push(many(
+            "scale",
             config.scale,
-            config.emulator_child.as_ref(),
-            Duration::from_secs(if config.quick { 60 } else { 300 }),
-        )
-        .await
-        {
+            config.scale_quota_scale,
+            1.0,
+            data::SCALE_POLL_INTERVAL,
+        ));
+    }
+    let (mut fleet_result, mut scale_result) = (None, None);
+    for (name, run) in runs {
+        match scale::run(run, config.emulator_child.as_ref()).await {
             Ok(r) => {
                 correctness.merge(&r.correctness);
                 if r.timed_out {
-                    errors.push("scale: no full cycle before the time limit".into());
+                    errors.push(format!("{name}: no full cycle before the time limit"));
                 }
-                scale_result = Some(r);
+                if name == "fleet" {
+                    fleet_result = Some(r);
+                } else {
+                    scale_result = Some(r);
+                }
             }
-            Err(e) => errors.push(format!("scale: {e}")),
+            Err(e) => errors.push(format!("{name}: {e}")),
         }
     }
 
@@ -410,6 +463,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         total_s: started.elapsed().as_secs_f64(),
         scale: scale_result,
+        fleet: fleet_result,
         drains,
         idle: idle_result,
         latency: latency_result,
@@ -531,16 +585,66 @@ fn targets(r: &BenchReport) -> Vec<Target> {
         rss.map(|v| v <= 64.0),
     );
     // A bound of 0 means AWS's buckets absorb the whole cycle (small --quick sizes): no target.
-    let bounded = r.scale.as_ref().filter(|s| s.bound.time_min_s > 0.0);
+    let mut cycle = |name: &str, run: Option<&ScaleResult>| {
+        let bounded = run.filter(|s| s.bound.time_min_s > 0.0);
+        add(
+            &format!("{name}: full cycle vs quota-bound time"),
+            "≤ bound + 10%",
+            match (run, bounded) {
+                (Some(s), Some(_)) => format!("{:.1}s vs {:.1}s", s.cycle_s, s.bound.time_min_s),
+                (Some(s), None) => format!("{:.1}s, no bound (the buckets absorb it)", s.cycle_s),
+                (None, _) => "n/a".into(),
+            },
+            bounded.map(|s| s.within_bound_plus_10pct),
+        );
+    };
+    cycle("scale", r.scale.as_ref());
+    cycle(
+        &format!(
+            "fleet: quota share {}",
+            r.fleet.as_ref().map_or(0.0, |f| f.quota_share)
+        ),
+        r.fleet.as_ref(),
+    );
+    let fleet = r.fleet.as_ref();
     add(
-        "scale: full cycle vs quota-bound time",
-        "≤ bound + 10%",
-        match (&r.scale, bounded) {
-            (Some(s), Some(_)) => format!("{:.1}s vs {:.1}s", s.cycle_s, s.bound.time_min_s),
-            (Some(s), None) => format!("{:.1}s, no bound (the buckets absorb it)", s.cycle_s),
-            (None, _) => "n/a".into(),
-        },
-        bounded.map(|s| s.within_bound_plus_10pct),
+        &format!(
+            "fleet: peak RSS at {} policies",
+            fleet.map_or(0, |f| f.policies)
+        ),
+        "≤ 128 MiB",
+        fleet
+            .and_then(|f| f.peak_rss_kib)
+            .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        fleet
+            .and_then(|f| f.peak_rss_kib)
+            .map(|k| k as f64 / 1024.0 <= 128.0),
+    );
+    add(
+        "fleet: calls of every API ≤ share × (burst + refill × cycle)",
+        "all",
+        fleet.map_or("n/a".into(), |f| {
+            f.rates
+                .iter()
+                .filter_map(|a| {
+                    a.allowed
+                        .map(|al| format!("{} {} ≤ {al:.0}", short_api(&a.api), a.calls))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+        fleet.map(|f| f.within_share),
+    );
+    add(
+        "fleet: most polls of one policy before every policy had one",
+        "≤ 2",
+        fleet.map_or("n/a".into(), |f| {
+            format!(
+                "{} (pollInterval {}s, cycle {:.0}s)",
+                f.max_polls_of_one_policy, f.poll_interval_s, f.cycle_s
+            )
+        }),
+        fleet.map(|f| f.max_polls_of_one_policy <= 2),
     );
     let vs = |a: Option<&DrainResult>, f: &dyn Fn(&DrainResult) -> f64| match (a, base) {
         (Some(a), Some(b)) if f(a) > 0.0 => Some(f(b) / f(a)),
@@ -805,19 +909,25 @@ pub fn render(r: &BenchReport) -> String {
             ),
         ]);
     }
-    if let Some(s) = &r.scale {
+    for (name, s) in [("fleet", &r.fleet), ("scale", &r.scale)] {
+        let Some(s) = s else { continue };
         t.add_row(vec![
             format!(
-                "scale: {} policies, {} machines, {} executions",
-                s.policies, s.state_machines, s.executions
+                "{name}: {} policies, {} machines, {} executions, share {}",
+                s.policies, s.state_machines, s.executions, s.quota_share
             ),
             format!(
-                "cycle {:.1}s (bound {:.1}s, {}), {} polls ({} incomplete)",
-                s.cycle_s, s.bound.time_min_s, s.bound.binding_api, s.polls, s.incomplete_polls
+                "cycle {:.1}s (bound {:.1}s, {}), {} polls ({} incomplete, at most {} of one policy)",
+                s.cycle_s,
+                s.bound.time_min_s,
+                s.bound.binding_api,
+                s.polls,
+                s.incomplete_polls,
+                s.max_polls_of_one_policy
             ),
         ]);
         t.add_row(vec![
-            format!("scale: operator process ({})", s.emulator),
+            format!("{name}: operator process ({})", s.emulator),
             format!(
                 "peak RSS {:.1} MiB (before {:.1} MiB), CPU {:.2}s ({:.2} user + {:.2} sys)",
                 s.peak_rss_kib.unwrap_or(0) as f64 / 1024.0,
@@ -827,7 +937,18 @@ pub fn render(r: &BenchReport) -> String {
                 s.cpu_system_s
             ),
         ]);
-        t.add_row(vec!["scale: AWS calls".to_string(), s.calls.short()]);
+        t.add_row(vec![format!("{name}: AWS calls"), s.calls.short()]);
+        t.add_row(vec![
+            format!("{name}: calls/s vs share × refill"),
+            s.rates
+                .iter()
+                .map(|a| match a.cap_per_s {
+                    Some(cap) => format!("{} {:.1}/s (cap {cap:.1})", short_api(&a.api), a.per_s),
+                    None => format!("{} {:.1}/s", short_api(&a.api), a.per_s),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
     }
     if let Some(l) = &r.latency {
         t.add_row(vec![

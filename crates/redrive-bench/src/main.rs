@@ -11,7 +11,8 @@ use redrive_bench::{self as bench, BenchConfig, Phase, Quota, ScaleSize, scale::
 use redrive_emulator::{QuotaPreset, parse_duration};
 
 /// Benchmark: backlog drain vs the quota bound and a naive script, idle cost, 1,000-policy
-/// scale, failure-to-redrive latency; every phase checked for duplicate or missed redrives.
+/// scale, a 5,000-policy fleet under a quota share, failure-to-redrive latency; every phase
+/// checked for duplicate or missed redrives.
 #[derive(Debug, Parser)]
 #[command(name = "redrive-bench", version, about, long_about)]
 struct Args {
@@ -54,6 +55,18 @@ struct Args {
     /// Executions of the scale phase [default: 100000].
     #[arg(long)]
     scale_executions: Option<u32>,
+
+    /// Policies of the fleet phase (1 state machine each) [default: 5000].
+    #[arg(long)]
+    fleet_policies: Option<u32>,
+
+    /// The operator's --aws-quota-share in the fleet phase [default: 0.5].
+    #[arg(long)]
+    fleet_share: Option<f64>,
+
+    /// Quota scale of the fleet phase [default: 20, --quick: 2].
+    #[arg(long)]
+    fleet_quota_scale: Option<f64>,
 
     /// Failures per second of the latency phase [default: 5].
     #[arg(long)]
@@ -175,6 +188,16 @@ fn config_from(a: Args) -> BenchConfig {
     }
     if let Some(n) = a.scale_executions {
         c.scale.executions = n;
+    }
+    if let Some(n) = a.fleet_policies {
+        c.fleet.policies = n;
+        c.fleet.executions = n * 10;
+    }
+    if let Some(s) = a.fleet_share {
+        c.fleet_share = s;
+    }
+    if let Some(s) = a.fleet_quota_scale {
+        c.fleet_quota_scale = s;
     }
     if let Some(r) = a.latency_rate {
         c.latency_rate = r;

@@ -57,10 +57,22 @@ pub struct Bound {
 
 /// `time_min` for `calls` (API, count) and `n` redrives.
 pub fn bound(preset: QuotaPreset, scale: f64, calls: &[(&'static str, u64)], n: u64) -> Bound {
+    bound_shared(preset, scale, 1.0, calls, n)
+}
+
+/// [`bound`] for a client that may use `share` of every bucket (refill and burst), as the
+/// operator's `--aws-quota-share` allows.
+pub fn bound_shared(
+    preset: QuotaPreset,
+    scale: f64,
+    share: f64,
+    calls: &[(&'static str, u64)],
+    n: u64,
+) -> Bound {
     let mut needs = Vec::new();
     let mut worst = (0.0f64, calls.first().map_or("RedriveExecution", |c| c.0));
     for &(api, c) in calls {
-        let b = bucket(preset, scale, api);
+        let b = bucket(preset, scale, api).map(|(size, refill)| (size * share, refill * share));
         let seconds = match b {
             Some((size, refill)) if refill > 0.0 => (c as f64 - size).max(0.0) / refill,
             _ => 0.0,
@@ -148,5 +160,14 @@ mod tests {
             bound(QuotaPreset::Unlimited, 1.0, &[("RedriveExecution", 5)], 5).throughput_per_s,
             None
         );
+        // Half of every bucket: 5,000 listings at 100 burst, 2.5/s.
+        let half = bound_shared(
+            QuotaPreset::UsEast1,
+            1.0,
+            0.5,
+            &[("ListExecutions", 5_000)],
+            0,
+        );
+        assert!((half.time_min_s - 4_900.0 / 2.5).abs() < 1e-9);
     }
 }

@@ -1,7 +1,10 @@
 //! Phase 4: many policies. The emulator runs in a child process (this same binary, hidden
 //! `serve-emulator` mode) so that this process's peak RSS and CPU time are the operator's.
+//!
+//! The same run serves the fleet phase: more policies under a quota share, with a pollInterval
+//! shorter than the cycle, to show the share holds per API and the cycle stays fair.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +21,44 @@ use super::drain::{Calls, emulator_config};
 use super::quota::{self, Bound};
 use super::sys;
 use super::{Quota, ScaleSize};
-use redrive_emulator::{self as emulator, EmulatorHandle, LedgerEntry, Stats};
+use redrive_emulator::{self as emulator, EmulatorHandle, LedgerEntry, QuotaPreset, Stats};
 use redrive_operator::local::{self, PollObserver};
 use redrive_operator::policy::Policy;
 use redrive_operator::reconcile::{Context, PolicyState, PollError, PollReport, PollSettings};
 use redrive_operator::targets::WorkflowIssue;
 
-pub const REGION: &str = "ca-central-1";
+/// The region whose published quotas are the emulator preset's (the operator caps a share of
+/// the region's buckets, the emulator throttles with the preset's).
+pub fn region_for(preset: QuotaPreset) -> &'static str {
+    match preset {
+        QuotaPreset::OtherRegions => "ca-central-1",
+        _ => "us-east-1",
+    }
+}
+
+/// One run of the phase.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleRun {
+    pub quota: Quota,
+    pub size: ScaleSize,
+    /// The operator's `--aws-quota-share` (1: no cap).
+    pub share: f64,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Calls of one API in the cycle against what the share allows in that time.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApiRate {
+    pub api: String,
+    pub calls: u64,
+    pub per_s: f64,
+    /// share × refill per second (None: no published bucket).
+    pub cap_per_s: Option<f64>,
+    /// share × (burst + refill × cycle).
+    pub allowed: Option<f64>,
+    pub within_cap: bool,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleResult {
@@ -34,6 +68,8 @@ pub struct ScaleResult {
     pub executions: u64,
     pub eligible: u64,
     pub quota_scale: f64,
+    pub quota_share: f64,
+    pub poll_interval_s: f64,
     /// `separate process` (RSS and CPU below are the operator's only) or `in-process`.
     pub emulator: &'static str,
     pub rss_before_kib: Option<u64>,
@@ -47,6 +83,13 @@ pub struct ScaleResult {
     /// Polls started until then (> policies when throttling made polls incomplete).
     pub polls: u64,
     pub incomplete_polls: u64,
+    /// Most polls one policy had until the cycle ended (fairness: with a pollInterval shorter
+    /// than the cycle, early policies must not poll again and again while late ones wait).
+    pub max_polls_of_one_policy: u64,
+    /// Observed call rate of every API vs the share's cap.
+    pub rates: Vec<ApiRate>,
+    /// Every API within share × (burst + refill × cycle).
+    pub within_share: bool,
     pub bound: Bound,
     /// cycle ≤ 1.1 × time_min.
     pub within_bound_plus_10pct: bool,
@@ -80,13 +123,14 @@ pub fn child_args(q: Quota, size: ScaleSize) -> Vec<String> {
 
 /// The child: serve the scale scenario, print `listening on URL`, stop when stdin closes.
 pub async fn serve_child(q: Quota, size: ScaleSize) -> Result<(), String> {
+    let region = region_for(q.preset);
     let scenario = data::scale_scenario(
-        REGION,
+        region,
         size.policies,
         size.machines_per_policy,
         size.executions,
     );
-    let handle = emulator::start(emulator_config(REGION, q), scenario)
+    let handle = emulator::start(emulator_config(region, q), scenario)
         .await
         .map_err(|e| format!("emulator: {e}"))?;
     println!("listening on {}", handle.endpoint);
@@ -98,6 +142,8 @@ pub async fn serve_child(q: Quota, size: ScaleSize) -> Result<(), String> {
 
 struct CycleObserver {
     complete: Mutex<HashSet<String>>,
+    /// Polls per policy, until the cycle ended.
+    per_policy: Mutex<HashMap<String, u64>>,
     polls: AtomicU64,
     incomplete: AtomicU64,
     want: usize,
@@ -107,6 +153,14 @@ struct CycleObserver {
 impl PollObserver for CycleObserver {
     fn observe(&self, policy: &Policy, result: &Result<PollReport, PollError>, _: &PolicyState) {
         self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.complete.lock().expect("observer lock").len() < self.want {
+            *self
+                .per_policy
+                .lock()
+                .expect("observer lock")
+                .entry(policy.id.name.clone())
+                .or_default() += 1;
+        }
         let complete = match result {
             Ok(r) => {
                 !r.issues
@@ -252,19 +306,16 @@ pub async fn http_get(endpoint: &str, path: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-pub async fn run(
-    q: Quota,
-    size: ScaleSize,
-    child: Option<&ChildCommand>,
-    timeout: Duration,
-) -> Result<ScaleResult, String> {
+pub async fn run(run: ScaleRun, child: Option<&ChildCommand>) -> Result<ScaleResult, String> {
+    let ScaleRun { quota: q, size, .. } = run;
+    let region = region_for(q.preset);
     let emu = match child {
         Some(cmd) => start_child(cmd, q, size).await?,
         None => Emu::InProcess(
             emulator::start(
-                emulator_config(REGION, q),
+                emulator_config(region, q),
                 data::scale_scenario(
-                    REGION,
+                    region,
                     size.policies,
                     size.machines_per_policy,
                     size.executions,
@@ -274,18 +325,23 @@ pub async fn run(
             .map_err(|e| format!("emulator: {e}"))?,
         ),
     };
+    sys::reset_peak_rss();
     let rss_before = sys::rss_kib();
-    let policies = data::scale_policies(REGION, size.policies, size.machines_per_policy);
+    let mut policies = data::scale_policies(region, size.policies, size.machines_per_policy);
+    for p in &mut policies {
+        p.poll_interval = run.poll_interval;
+    }
     let eligible = data::scale_eligible(
-        REGION,
+        region,
         size.policies,
         size.machines_per_policy,
         size.executions,
     );
     let machines = u64::from(size.policies * size.machines_per_policy);
-    let bound = quota::bound(
+    let bound = quota::bound_shared(
         q.preset,
         q.scale,
+        run.share,
         &[
             ("ListExecutions", machines),
             ("RedriveExecution", eligible.len() as u64),
@@ -294,9 +350,12 @@ pub async fn run(
     );
     let mut settings = PollSettings::default();
     settings.aws.endpoint_url = Some(emu.endpoint());
+    settings.aws.quota_share = run.share;
+    settings.aws.quota_scale = q.scale;
     let ctx = Arc::new(Context::new(settings));
     let observer = Arc::new(CycleObserver {
         complete: Mutex::new(HashSet::new()),
+        per_policy: Mutex::new(HashMap::new()),
         polls: AtomicU64::new(0),
         incomplete: AtomicU64::new(0),
         want: policies.len(),
@@ -305,9 +364,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let cpu0 = sys::cpu_time();
     let started = Instant::now();
-    let run = local::run(ctx, policies, false, false, observer.clone(), stop_rx);
+    let poll_loop = local::run(ctx, policies, false, false, observer.clone(), stop_rx);
     let watch = async {
-        let timed_out = tokio::time::timeout(timeout, observer.done.notified())
+        let timed_out = tokio::time::timeout(run.timeout, observer.done.notified())
             .await
             .is_err();
         let measured = (
@@ -320,12 +379,22 @@ pub async fn run(
         let _ = stop_tx.send(true);
         (timed_out, measured, at_cycle_end)
     };
-    let (_, (timed_out, (cycle_s, cpu, peak), at_cycle_end)) = tokio::join!(run, watch);
+    let (_, (timed_out, (cycle_s, cpu, peak), at_cycle_end)) = tokio::join!(poll_loop, watch);
     let ledger = emu.ledger().await?;
     let stats = at_cycle_end?;
     let in_process = matches!(emu, Emu::InProcess(_));
     emu.stop().await;
     let correctness = check::check(&ledger, &eligible);
+    let calls = Calls::from_stats(&stats);
+    let rates = rates(q, run.share, &calls, cycle_s);
+    let max_polls_of_one_policy = observer
+        .per_policy
+        .lock()
+        .expect("observer lock")
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(0);
     Ok(ScaleResult {
         how: HOW,
         policies: u64::from(size.policies),
@@ -333,6 +402,8 @@ pub async fn run(
         executions: u64::from(size.executions),
         eligible: eligible.len() as u64,
         quota_scale: q.scale,
+        quota_share: run.share,
+        poll_interval_s: run.poll_interval.as_secs_f64(),
         emulator: if in_process {
             "in-process"
         } else {
@@ -346,10 +417,34 @@ pub async fn run(
         cpu_system_s: cpu.system.as_secs_f64(),
         polls: observer.polls.load(Ordering::SeqCst),
         incomplete_polls: observer.incomplete.load(Ordering::SeqCst),
+        max_polls_of_one_policy,
+        within_share: rates.iter().all(|r| r.within_cap),
+        rates,
         within_bound_plus_10pct: !timed_out && cycle_s <= 1.1 * bound.time_min_s.max(0.0) + 1e-9,
         bound,
-        calls: Calls::from_stats(&stats),
+        calls,
         correctness,
         timed_out,
     })
+}
+
+/// Each API's calls over `cycle_s` against `share` of its (scaled) bucket.
+fn rates(q: Quota, share: f64, calls: &Calls, cycle_s: f64) -> Vec<ApiRate> {
+    calls
+        .by_api
+        .iter()
+        .map(|(api, &n)| {
+            let bucket = quota::bucket(q.preset, q.scale, api);
+            let allowed = bucket.map(|(b, r)| share * (b + r * cycle_s));
+            ApiRate {
+                api: api.clone(),
+                calls: n,
+                per_s: n as f64 / cycle_s.max(1e-9),
+                cap_per_s: bucket.map(|(_, r)| share * r),
+                // One call of rounding: the cap's burst is rounded up to a whole call.
+                within_cap: allowed.is_none_or(|a| n as f64 <= a + 1.0),
+                allowed,
+            }
+        })
+        .collect()
 }

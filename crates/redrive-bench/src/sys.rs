@@ -7,6 +7,12 @@ pub fn peak_rss_kib() -> Option<u64> {
     status_field("VmHWM:")
 }
 
+/// Start a new peak: `VmHWM` becomes the current RSS (`/proc/self/clear_refs` with 5, Linux
+/// 4.0+), so a phase's peak is its own. False where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// `VmRSS` (current resident set size) of this process in KiB.
 pub fn rss_kib() -> Option<u64> {
     status_field("VmRSS:")

@@ -106,6 +106,35 @@ fn quick_benchmark_runs_every_phase_and_checks_the_ledger() {
     assert!(scale["peak_rss_kib"].as_u64().unwrap() > 0);
     assert!(scale["cpu_s"].as_f64().unwrap() > 0.0);
 
+    // Fleet: a quota share of 0.5, a cycle longer than pollInterval. Every API stayed within
+    // half its bucket, AWS never throttled (the emulator's buckets are twice the cap), the cycle
+    // was bound by ListExecutions at half rate, and no policy polled thrice before all had one.
+    let fleet = &json["fleet"];
+    assert_eq!(fleet["timed_out"], false, "{fleet:#}");
+    assert_eq!(fleet["quota_share"], 0.5);
+    assert_eq!(fleet["correctness"]["ok"], true, "{fleet:#}");
+    assert_eq!(fleet["within_share"], true, "{fleet:#}");
+    assert_eq!(fleet["calls"]["throttled"], 0, "{fleet:#}");
+    assert_eq!(fleet["bound"]["binding_api"], "ListExecutions", "{fleet:#}");
+    let fleet_bound = fleet["bound"]["time_min_s"].as_f64().unwrap();
+    assert!(fleet_bound > 0.0, "{fleet:#}");
+    assert!(
+        fleet["cycle_s"].as_f64().unwrap() >= 0.98 * fleet_bound,
+        "nothing finishes under the bound: {fleet:#}"
+    );
+    assert!(fleet["cycle_s"].as_f64().unwrap() > fleet["poll_interval_s"].as_f64().unwrap());
+    assert!(
+        fleet["max_polls_of_one_policy"].as_u64().unwrap() <= 2,
+        "{fleet:#}"
+    );
+    let list = fleet["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["api"] == "ListExecutions")
+        .expect("ListExecutions rate");
+    assert!(list["calls"].as_u64().unwrap() >= 250, "{list:#}");
+
     let latency = &json["latency"];
     assert_eq!(latency["correctness"]["ok"], true);
     assert!(latency["p99_s"].as_f64().unwrap() >= latency["p50_s"].as_f64().unwrap());

@@ -517,7 +517,7 @@ impl CodePipeline {
         // the whole paced call ends within the operation timeout (the claim's fencing).
         self.pacers
             .retry_stage_execution
-            .call(self.pacers.limits, || {
+            .call(self.pacers.limits.acting(), || {
                 let mode = mode.clone();
                 async move {
                     self.clients

@@ -626,7 +626,7 @@ impl Target for StepFunctions {
         let result = self
             .pacers
             .redrive_execution
-            .call(self.pacers.limits, || async {
+            .call(self.pacers.limits.acting(), || async {
                 self.clients
                     .redrive_execution
                     .redrive_execution()
