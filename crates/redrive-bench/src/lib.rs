@@ -240,58 +240,56 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // Fleet and scale first: this process has allocated little else yet, so its RSS is the
     // operator's (each run restarts the peak).
-    let many = |name: &str, size: ScaleSize, scale: f64, share: f64, every: Duration| {
-        let run = scale::ScaleRun {
-            quota: Quota {
-                preset: q.preset,
-                scale,
-            },
-            size,
-            share,
-            poll_interval: every,
-            timeout: Duration::from_secs(if config.quick { 60 } else { 300 }),
-        };
-        say(format!(
-            "{name}: {} policies × {} state machines, {} executions ({} ×{scale}, quota share {share}, pollInterval {}s)",
-            size.policies,
-            size.machines_per_policy,
-            size.executions,
-            q.preset,
-            every.as_secs_f64(),
-        ));
-        (name.to_string(), run)
+    let run_of = |size: ScaleSize, scale: f64, share: f64, every: Duration| scale::ScaleRun {
+        quota: Quota {
+            preset: q.preset,
+            scale,
+        },
+        size,
+        share,
+        poll_interval: every,
+        timeout: Duration::from_secs(if config.quick { 60 } else { 300 }),
     };
     let mut runs = Vec::new();
     if has(Phase::Fleet) {
-        runs.push(many(
-            "fleet",
+        let fleet = run_of(
             config.fleet,
             config.fleet_quota_scale,
             config.fleet_share,
             config.fleet_poll_interval,
-        ));
+        );
+        runs.push((Phase::Fleet, "fleet", fleet));
     }
     if has(Phase::Scale) {
-        runs.push(many(
-            "scale",
+        let scale = run_of(
             config.scale,
             config.scale_quota_scale,
             1.0,
             data::SCALE_POLL_INTERVAL,
-        ));
+        );
+        runs.push((Phase::Scale, "scale", scale));
     }
     let (mut fleet_result, mut scale_result) = (None, None);
-    for (name, run) in runs {
+    for (phase, name, run) in runs {
+        say(format!(
+            "{name}: {} policies × {} state machines, {} executions ({} ×{}, quota share {}, pollInterval {}s)",
+            run.size.policies,
+            run.size.machines_per_policy,
+            run.size.executions,
+            run.quota.preset,
+            run.quota.scale,
+            run.share,
+            run.poll_interval.as_secs_f64(),
+        ));
         match scale::run(run, config.emulator_child.as_ref()).await {
             Ok(r) => {
                 correctness.merge(&r.correctness);
                 if r.timed_out {
                     errors.push(format!("{name}: no full cycle before the time limit"));
                 }
-                if name == "fleet" {
-                    fleet_result = Some(r);
-                } else {
-                    scale_result = Some(r);
+                match phase {
+                    Phase::Fleet => fleet_result = Some(r),
+                    _ => scale_result = Some(r),
                 }
             }
             Err(e) => errors.push(format!("{name}: {e}")),
