@@ -54,30 +54,44 @@ pub fn latencies(
     lat
 }
 
-/// Check a ledger against the eligible set.
+/// Check a Step Functions ledger against the eligible set.
 pub fn check<'a>(
     ledger: &[LedgerEntry],
     eligible: impl IntoIterator<Item = &'a String>,
 ) -> Correctness {
+    tally(
+        ledger
+            .iter()
+            .filter(|e| e.outcome.is_redriven())
+            .map(|e| (e.execution_arn.as_str(), e.redrive_count_before)),
+        eligible,
+    )
+}
+
+/// Correctness of performed actions, each `(run, attempts before it)`, against the eligible
+/// runs: a second action on the same (run, attempts before) is a duplicate, an action on a run
+/// outside `eligible` is ineligible. Shared by every target's ledger.
+pub fn tally<'a, 'b>(
+    acts: impl IntoIterator<Item = (&'b str, u32)>,
+    eligible: impl IntoIterator<Item = &'a String>,
+) -> Correctness {
     let eligible: HashSet<&str> = eligible.into_iter().map(String::as_str).collect();
     let mut per_attempt: HashMap<(&str, u32), u64> = HashMap::new();
-    let mut redriven: HashSet<&str> = HashSet::new();
+    let mut acted: HashSet<&str> = HashSet::new();
     let mut ineligible = 0u64;
-    for e in ledger.iter().filter(|e| e.outcome.is_redriven()) {
-        *per_attempt
-            .entry((e.execution_arn.as_str(), e.redrive_count_before))
-            .or_default() += 1;
-        if eligible.contains(e.execution_arn.as_str()) {
-            redriven.insert(e.execution_arn.as_str());
+    for (run, before) in acts {
+        *per_attempt.entry((run, before)).or_default() += 1;
+        if eligible.contains(run) {
+            acted.insert(run);
         } else {
             ineligible += 1;
         }
     }
     let duplicates = per_attempt.values().map(|n| n.saturating_sub(1)).sum();
-    let left_behind = eligible.len() as u64 - redriven.len() as u64;
+    let left_behind = eligible.len() as u64 - acted.len() as u64;
     Correctness {
         eligible: eligible.len() as u64,
-        redriven: redriven.len() as u64,
+        redriven: acted.len() as u64,
         duplicates,
         left_behind,
         ineligible_redriven: ineligible,
@@ -90,13 +104,27 @@ pub fn first_redrives<'a>(
     ledger: &[LedgerEntry],
     eligible: impl IntoIterator<Item = &'a String>,
 ) -> BTreeMap<String, Timestamp> {
+    first_acts(
+        ledger
+            .iter()
+            .filter(|e| e.outcome.is_redriven())
+            .map(|e| (e.execution_arn.as_str(), e.at)),
+        eligible,
+    )
+}
+
+/// First action time of every run in `eligible`, from `(run, at)` of performed actions.
+pub fn first_acts<'a, 'b>(
+    acts: impl IntoIterator<Item = (&'b str, Timestamp)>,
+    eligible: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<String, Timestamp> {
     let eligible: HashSet<&str> = eligible.into_iter().map(String::as_str).collect();
     let mut out: BTreeMap<String, Timestamp> = BTreeMap::new();
-    for e in ledger.iter().filter(|e| e.outcome.is_redriven()) {
-        if eligible.contains(e.execution_arn.as_str()) {
-            out.entry(e.execution_arn.clone())
-                .and_modify(|t| *t = (*t).min(e.at))
-                .or_insert(e.at);
+    for (run, at) in acts {
+        if eligible.contains(run) {
+            out.entry(run.to_string())
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
         }
     }
     out

@@ -28,8 +28,10 @@ pub struct Calls {
     pub throttled: u64,
 }
 
-/// `ListExecutions` → `List`, `RedriveExecution` → `Redrive`.
+/// `ListExecutions` → `List`, `RedriveExecution` → `Redrive`,
+/// `codepipeline:RetryStageExecution` → `RetryStage`.
 pub fn short_api(api: &str) -> &str {
+    let api = api.strip_prefix("codepipeline:").unwrap_or(api);
     api.trim_end_matches("Execution")
         .trim_end_matches("Executions")
 }
@@ -69,6 +71,14 @@ impl Calls {
     }
 }
 
+/// What a drain's data set held.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum DrainData {
+    Executions(BacklogSummary),
+    Pipelines(super::pipeline::PipelineSummary),
+}
+
 /// One drain of one backlog.
 #[derive(Clone, Debug, Serialize)]
 pub struct DrainResult {
@@ -77,7 +87,7 @@ pub struct DrainResult {
     pub runner: &'static str,
     pub error_filter: bool,
     pub region: String,
-    pub data: BacklogSummary,
+    pub data: DrainData,
     pub n: u64,
     /// From the start of the run to the last eligible redrive (emulated clock).
     pub wall_s: f64,
@@ -124,7 +134,19 @@ pub async fn until_redriven(
     timeout: Duration,
     every: Duration,
 ) -> bool {
-    while handle.stats().redrives < n {
+    until_count(|| handle.stats().redrives, n, started, timeout, every).await
+}
+
+/// Wait until `count()` reaches `n`, checking every `every`; `true` when `timeout` (from
+/// `started`) passed first.
+pub async fn until_count(
+    count: impl Fn() -> u64,
+    n: u64,
+    started: Instant,
+    timeout: Duration,
+    every: Duration,
+) -> bool {
+    while count() < n {
         if started.elapsed() > timeout {
             return true;
         }
@@ -132,6 +154,56 @@ pub async fn until_redriven(
     }
     false
 }
+
+/// Default poll settings with every AWS client pointed at the emulator.
+pub fn settings_for(handle: &EmulatorHandle) -> PollSettings {
+    let mut settings = PollSettings::default();
+    settings.aws.endpoint_url = Some(handle.endpoint.clone());
+    settings
+}
+
+/// Drive `run` until `watch` finishes, then give `run` `grace` to wind down before dropping it
+/// (`None`): polls queued behind a quota share, or the rest of a drain a phase does not
+/// measure, would otherwise keep a finished phase waiting. Dropping `local::run` aborts its
+/// tasks; the emulator's ledger still holds whatever they did.
+pub async fn drive<R, W: Future>(
+    run: impl Future<Output = R>,
+    watch: W,
+    grace: Duration,
+) -> (Option<R>, W::Output) {
+    tokio::pin!(run);
+    tokio::pin!(watch);
+    tokio::select! {
+        r = &mut run => (Some(r), watch.await),
+        w = &mut watch => (tokio::time::timeout(grace, run).await.ok(), w),
+    }
+}
+
+/// The operator's local-mode loop (`local::run`) on `policies` until `count()` reaches `n` or
+/// `timeout` passes (then the second value is `true`); the loop then has `grace` to stop.
+pub async fn operate(
+    ctx: Arc<Context>,
+    policies: Vec<Policy>,
+    count: impl Fn() -> u64,
+    n: u64,
+    timeout: Duration,
+    grace: Duration,
+) -> (local::RunTotals, bool) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let run = local::run(ctx, policies, false, false, Arc::new(NullObserver), stop_rx);
+    // local::run's future is not Send: drive it and the watcher in this task.
+    let watch = async {
+        let timed_out = until_count(count, n, started, timeout, Duration::from_millis(50)).await;
+        let _ = stop_tx.send(true);
+        timed_out
+    };
+    let (totals, timed_out) = drive(run, watch, grace).await;
+    (totals.unwrap_or_default(), timed_out)
+}
+
+/// Time a drain's loop gets to finish its last poll after the backlog is drained.
+pub const GRACE: Duration = Duration::from_secs(10);
 
 /// The calls any redriver needs for `b` (pages of 1,000, one details read per eligible failure
 /// with a filter, from either detail bucket, one redrive per eligible failure) and the
@@ -177,7 +249,7 @@ fn finish(
         runner,
         error_filter: filter,
         region: b.region.clone(),
-        data: b.summary(),
+        data: DrainData::Executions(b.summary()),
         n,
         wall_s,
         first_redrive_s,
@@ -206,32 +278,78 @@ pub async fn run_operator(
         .await
         .map_err(|e| format!("emulator: {e}"))?;
     let policy = data::drain_policy("drain", &b.region, &b.machines, filter);
-    let mut settings = PollSettings::default();
-    settings.aws.endpoint_url = Some(handle.endpoint.clone());
-    let ctx = Arc::new(Context::new(settings));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Arc::new(Context::new(settings_for(&handle)));
     let n = b.eligible.len() as u64;
     let t0 = handle.now();
-    let started = Instant::now();
-    let run = local::run(
-        ctx.clone(),
+    let (totals, timed_out) = operate(
+        ctx,
         vec![policy],
-        false,
-        false,
-        Arc::new(NullObserver),
-        stop_rx,
-    );
-    // local::run's future is not Send: drive it and the watcher in this task.
-    let watch = async {
-        let timed_out =
-            until_redriven(&handle, n, started, timeout, Duration::from_millis(50)).await;
-        let _ = stop_tx.send(true);
-        timed_out
-    };
-    let (totals, timed_out) = tokio::join!(run, watch);
+        || handle.stats().redrives,
+        n,
+        timeout,
+        GRACE,
+    )
+    .await;
     let mut r = finish(name, "operator", filter, q, b, &handle, t0, timed_out);
     r.polls = Some(totals.polls);
     r.poll_errors = Some(totals.errors + totals.failed_polls);
+    handle.shutdown().await;
+    Ok(r)
+}
+
+/// The start of an error-filter drain on a large backlog: from the poll's start to the first
+/// redrive. The run stops there (the drain phase measures the rest on a smaller backlog).
+#[derive(Clone, Debug, Serialize)]
+pub struct FirstRedriveResult {
+    pub data: BacklogSummary,
+    pub first_redrive_s: f64,
+    /// Redrives performed by the time the run stopped.
+    pub redriven: u64,
+    pub calls: Calls,
+    /// Duplicates and ineligible redrives of what it did (nothing counts as left behind).
+    pub correctness: Correctness,
+    pub timed_out: bool,
+}
+
+/// [`run_operator`] with the error filter, stopped at the first redrive.
+pub async fn run_first_redrive(
+    q: Quota,
+    b: &Backlog,
+    timeout: Duration,
+) -> Result<FirstRedriveResult, String> {
+    let handle = emulator::start(emulator_config(&b.region, q), b.scenario.clone())
+        .await
+        .map_err(|e| format!("emulator: {e}"))?;
+    let policy = data::drain_policy("first", &b.region, &b.machines, true);
+    let ctx = Arc::new(Context::new(settings_for(&handle)));
+    let t0 = handle.now();
+    // Stop at the first redrive: the rest of the drain is not this run's.
+    let (_, timed_out) = operate(
+        ctx,
+        vec![policy],
+        || handle.stats().redrives,
+        1,
+        timeout,
+        Duration::ZERO,
+    )
+    .await;
+    let ledger = handle.ledger();
+    let first = check::first_redrives(&ledger, &b.eligible)
+        .values()
+        .min()
+        .map_or(f64::NAN, |t| t.duration_since(t0).as_secs_f64());
+    let mut correctness = check::check(&ledger, &b.eligible);
+    correctness.eligible = correctness.redriven;
+    correctness.left_behind = 0;
+    correctness.ok = correctness.duplicates == 0 && correctness.ineligible_redriven == 0;
+    let r = FirstRedriveResult {
+        data: b.summary(),
+        first_redrive_s: first,
+        redriven: correctness.redriven,
+        calls: Calls::from_stats(&handle.stats()),
+        correctness,
+        timed_out,
+    };
     handle.shutdown().await;
     Ok(r)
 }

@@ -1,10 +1,12 @@
 //! `redrive-bench`: throughput, cost, memory and latency of the operator against the in-process
-//! Step Functions emulator under AWS's API quotas (docs/benchmark.md).
+//! emulator under AWS's API quotas (docs/benchmark.md).
 //!
-//! Phases (all in one run): scale (1,000 policies; emulator in a child process so the RSS is the
-//! operator's), backlog drain without and with an error filter, a naive baseline script on the
-//! same data, idle cost, and failure-to-redrive latency. Every phase checks the emulator's ledger:
-//! no duplicate redrive, nothing eligible left behind, nothing ineligible redriven.
+//! Phases (all in one run): a 5,000-policy fleet under a quota share and the 1,000-policy scale
+//! run (emulator in a child process so the RSS is the operator's), backlog drains without and
+//! with an error filter, the first redrive of a filter drain on a large backlog, a CodePipeline
+//! drain through the attempt ledger, a naive baseline script on the filter data, idle cost,
+//! failure-to-redrive latency, and event hints. Every phase checks the emulator's ledger: no
+//! duplicate redrive, nothing eligible left behind, nothing ineligible redriven.
 
 pub mod check;
 pub mod data;
@@ -12,6 +14,7 @@ pub mod drain;
 pub mod events;
 pub mod idle;
 pub mod latency;
+pub mod pipeline;
 pub mod plot;
 pub mod quota;
 pub mod scale;
@@ -26,10 +29,11 @@ use plotters::style::RGBColor;
 use serde::Serialize;
 
 use check::Correctness;
-use drain::{DrainResult, short_api};
+use drain::{DrainResult, FirstRedriveResult, short_api};
 use events::EventsResult;
 use idle::IdleResult;
 use latency::LatencyResult;
+use pipeline::PipelineResult;
 use redrive_emulator::{EventFaults, QuotaPreset};
 use scale::{ChildCommand, ScaleResult};
 
@@ -54,6 +58,9 @@ pub enum Phase {
     Fleet,
     Scale,
     Drain,
+    /// The first redrive of an error-filter drain on a large backlog.
+    First,
+    Pipeline,
     Baseline,
     Idle,
     Latency,
@@ -70,6 +77,8 @@ pub struct BenchConfig {
     /// Eligible executions of the drain with error filter and of the baseline (DescribeExecution
     /// refills 20× slower than RedriveExecution, hence a smaller backlog).
     pub filter_executions: u32,
+    /// Eligible executions of the first-redrive run (error filter, stopped at the first).
+    pub first_executions: u32,
     pub state_machines: u32,
     pub idle_policies: u32,
     pub idle_intervals: u32,
@@ -81,6 +90,10 @@ pub struct BenchConfig {
     pub fleet_quota_scale: f64,
     pub fleet_share: f64,
     pub fleet_poll_interval: Duration,
+    /// Eligible failed stages of the CodePipeline drain (as many pipelines again are not
+    /// eligible) and the factor on the emulator's CodePipeline buckets.
+    pub pipeline_stages: u32,
+    pub pipeline_quota_scale: f64,
     pub latency_rate: f64,
     pub latency_injection: Duration,
     pub poll_interval: Duration,
@@ -105,6 +118,7 @@ impl BenchConfig {
             },
             drain_executions: 10_000,
             filter_executions: 1_000,
+            first_executions: 10_000,
             state_machines: 10,
             idle_policies: 100,
             idle_intervals: 10,
@@ -124,6 +138,10 @@ impl BenchConfig {
             fleet_quota_scale: 20.0,
             fleet_share: 0.5,
             fleet_poll_interval: Duration::from_secs(10),
+            // 1,000 pipelines: GetPipelineState (1,000 − 100) ÷ 10/s = RetryStageExecution
+            // (500 − 50) ÷ 5/s = 90 s.
+            pipeline_stages: 500,
+            pipeline_quota_scale: 1.0,
             latency_rate: 5.0,
             latency_injection: Duration::from_secs(40),
             poll_interval: Duration::from_secs(10),
@@ -133,6 +151,8 @@ impl BenchConfig {
                 Phase::Fleet,
                 Phase::Scale,
                 Phase::Drain,
+                Phase::First,
+                Phase::Pipeline,
                 Phase::Baseline,
                 Phase::Idle,
                 Phase::Latency,
@@ -155,6 +175,7 @@ impl BenchConfig {
             },
             drain_executions: 200,
             filter_executions: 36,
+            first_executions: 360,
             state_machines: 3,
             idle_policies: 20,
             idle_intervals: 3,
@@ -173,6 +194,8 @@ impl BenchConfig {
             fleet_quota_scale: 2.0,
             fleet_share: 0.5,
             fleet_poll_interval: Duration::from_secs(5),
+            // 80 pipelines, one policy: (80 + 40 re-reads − 100) ÷ 10/s = 2 s past the bursts.
+            pipeline_stages: 40,
             latency_rate: 2.0,
             latency_injection: Duration::from_secs(3),
             events_faulty_sweep: Duration::from_secs(10),
@@ -190,6 +213,8 @@ pub struct BenchReport {
     pub scale: Option<ScaleResult>,
     pub fleet: Option<ScaleResult>,
     pub drains: Vec<DrainResult>,
+    pub first_redrive: Option<FirstRedriveResult>,
+    pub pipeline: Option<PipelineResult>,
     pub idle: Option<IdleResult>,
     pub latency: Option<LatencyResult>,
     pub events: Vec<EventsResult>,
@@ -213,7 +238,7 @@ impl BenchReport {
     }
 }
 
-/// One target of issue 6 and the measured value (reported, never asserted).
+/// One target (issues 6 and 14) and the measured value (reported, never asserted).
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub name: String,
@@ -364,6 +389,64 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         push(r, "baseline", &mut errors);
     }
 
+    let mut first_result = None;
+    if has(Phase::First) {
+        say(format!(
+            "first redrive: error filter, {} eligible + {} ineligible, stopped at the first redrive",
+            config.first_executions, config.first_executions
+        ));
+        let b = data::backlog("us-east-2", config.first_executions, config.state_machines);
+        match drain::run_first_redrive(q, &b, Duration::from_secs(120)).await {
+            Ok(r) => {
+                say(format!(
+                    "first redrive: {:.2}s after the poll started",
+                    r.first_redrive_s
+                ));
+                correctness.merge(&r.correctness);
+                if r.timed_out {
+                    errors.push("first redrive: none before the time limit".into());
+                }
+                first_result = Some(r);
+            }
+            Err(e) => errors.push(format!("first redrive: {e}")),
+        }
+    }
+
+    let mut pipeline_result = None;
+    if has(Phase::Pipeline) {
+        let p = pipeline::pipelines(config.pipeline_stages);
+        let pq = Quota {
+            preset: q.preset,
+            scale: config.pipeline_quota_scale,
+        };
+        say(format!(
+            "pipeline: {} failed Deploy stages + {} ineligible pipelines in {} policies (CodePipeline buckets ×{})",
+            p.eligible.len(),
+            p.names.len() - p.eligible.len(),
+            p.policies().len(),
+            pq.scale
+        ));
+        match pipeline::run("operator, CodePipeline stages", pq, &p).await {
+            Ok(r) => {
+                let d = &r.drain;
+                say(format!(
+                    "pipeline: {} retried in {:.1}s ({:.1}/s, {:.0}% of the quota bound, {:.0}% of the bound with the re-read after each claim), {} calls",
+                    d.correctness.redriven,
+                    d.wall_s,
+                    d.redrives_per_s,
+                    d.ratio_to_bound.unwrap_or(f64::NAN) * 100.0,
+                    r.ratio_to_protocol_bound.unwrap_or(f64::NAN) * 100.0,
+                    d.calls.total
+                ));
+                correctness.merge(&d.correctness);
+                if d.timed_out {
+                    errors.push("pipeline: not drained before the time limit".into());
+                }
+                pipeline_result = Some(r);
+            }
+            Err(e) => errors.push(format!("pipeline: {e}")),
+        }
+    }
     let mut idle_result = None;
     if has(Phase::Idle) {
         say(format!(
@@ -463,6 +546,8 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         scale: scale_result,
         fleet: fleet_result,
         drains,
+        first_redrive: first_result,
+        pipeline: pipeline_result,
         idle: idle_result,
         latency: latency_result,
         events: events_results,
@@ -480,7 +565,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
             report.config.out.display()
         ));
     }
-    if !report.drains.is_empty() {
+    if !report.drains.is_empty() || report.pipeline.is_some() {
         let png = report.config.out.join("backlog.png");
         match write_plot(&report, &png) {
             Ok(()) => report.png = Some(png),
@@ -518,25 +603,55 @@ fn targets(r: &BenchReport) -> Vec<Target> {
     let ours_f = r.drain("operator", true);
     let base = r.drain("baseline", true);
     let ratio = |d: Option<&DrainResult>| d.and_then(|d| d.ratio_to_bound);
+    // Issue 14's drain targets (issue 6 asked for 90 % and 85 %).
     add(
         "drain throughput / quota bound, no filter",
-        "≥ 90%",
+        "≥ 97%",
         pct(ratio(ours)),
-        ratio(ours).map(|v| v >= 0.90),
+        ratio(ours).map(|v| v >= 0.97),
     );
-    let first_f = ours_f.map(|d| d.first_redrive_s);
+    // The first-redrive run has the large backlog; the filter drain's start is the fallback.
+    let first_f = match &r.first_redrive {
+        Some(f) => Some((f.data.eligible, f.first_redrive_s)),
+        None => ours_f.map(|d| (d.n, d.first_redrive_s)),
+    };
     add(
-        "error filter: first redrive after the poll starts",
+        &format!(
+            "error filter: first redrive after the poll starts ({} eligible)",
+            first_f.map_or(0, |f| f.0)
+        ),
         "≤ 2 s",
-        first_f.map_or("n/a".into(), |v| format!("{v:.2}s")),
-        first_f.map(|v| v <= 2.0),
+        first_f.map_or("n/a".into(), |f| format!("{:.2}s", f.1)),
+        first_f.map(|f| f.1 <= 2.0),
     );
     add(
         "drain throughput / quota bound, error filter",
-        "≥ 85%",
+        "≥ 97%",
         pct(ratio(ours_f)),
-        ratio(ours_f).map(|v| v >= 0.85),
+        ratio(ours_f).map(|v| v >= 0.97),
     );
+    let throttled =
+        |d: Option<&DrainResult>| d.map(|d| d.calls.throttled as f64 / d.calls.total.max(1) as f64);
+    for (label, d) in [("no filter", ours), ("error filter", ours_f)] {
+        add(
+            &format!("drain throttled answers / calls, {label}"),
+            "≤ 2%",
+            pct(throttled(d)),
+            throttled(d).map(|v| v <= 0.02),
+        );
+    }
+    if let Some(p) = &r.pipeline {
+        add(
+            "CodePipeline drain / quota bound (with the re-read after each claim)",
+            "report",
+            format!(
+                "{} ({})",
+                pct(p.drain.ratio_to_bound),
+                pct(p.ratio_to_protocol_bound)
+            ),
+            None,
+        );
+    }
     let cpr = |d: Option<&DrainResult>| d.map(|d| d.calls_per_redrive);
     add(
         "AWS calls per redrive, no filter",
@@ -748,12 +863,7 @@ fn targets(r: &BenchReport) -> Vec<Target> {
     t
 }
 
-fn bound_line(q: Quota, d: &DrainResult) -> Vec<(f64, f64)> {
-    let apis: &[&'static str] = if d.error_filter {
-        &[quota::DETAILS, "RedriveExecution"]
-    } else {
-        &["RedriveExecution"]
-    };
+fn bound_line(q: Quota, d: &DrainResult, apis: &[&'static str]) -> Vec<(f64, f64)> {
     let n = d.n as f64;
     let end = d.bound.time_min_s.max(0.5);
     std::iter::once((0.0, n))
@@ -805,7 +915,15 @@ fn write_plot(r: &BenchReport, path: &Path) -> Result<(), String> {
                 label: format!("quota bound ({})", d.bound.binding_api),
                 color: black,
                 dashed: true,
-                points: bound_line(q, d),
+                points: bound_line(
+                    q,
+                    d,
+                    if d.error_filter {
+                        &[quota::DETAILS, "RedriveExecution"]
+                    } else {
+                        &["RedriveExecution"]
+                    },
+                ),
             });
         }
         if !lines.is_empty() {
@@ -822,6 +940,30 @@ fn write_plot(r: &BenchReport, path: &Path) -> Result<(), String> {
                 lines,
             });
         }
+    }
+    if let Some(p) = &r.pipeline {
+        let d = &p.drain;
+        let cp = Quota {
+            preset: q.preset,
+            scale: r.config.pipeline_quota_scale,
+        };
+        panels.push(plot::Panel {
+            title: format!("CodePipeline: {} failed stages", d.n),
+            lines: vec![
+                plot::Line {
+                    label: format!("operator ({:.1}/s)", d.redrives_per_s),
+                    color: blue,
+                    dashed: false,
+                    points: series(d),
+                },
+                plot::Line {
+                    label: format!("quota bound ({})", d.bound.binding_api),
+                    color: black,
+                    dashed: true,
+                    points: bound_line(cp, d, &["codepipeline:RetryStageExecution"]),
+                },
+            ],
+        });
     }
     plot::write_png(
         path,
@@ -843,7 +985,7 @@ pub fn render(r: &BenchReport) -> String {
         r.total_s,
         if r.config.quick { ", --quick" } else { "" }
     ));
-    if !r.drains.is_empty() {
+    if !r.drains.is_empty() || r.pipeline.is_some() {
         let mut t = Table::new();
         t.load_style(UTF8_FULL_CONDENSED);
         t.set_header(vec![
@@ -858,7 +1000,7 @@ pub fn render(r: &BenchReport) -> String {
             "polls",
             "dup / left / inelig.",
         ]);
-        for d in &r.drains {
+        for d in r.drains.iter().chain(r.pipeline.as_ref().map(|p| &p.drain)) {
             t.add_row(vec![
                 d.name.clone(),
                 d.n.to_string(),
@@ -948,6 +1090,20 @@ pub fn render(r: &BenchReport) -> String {
                 .join(", "),
         ]);
     }
+    if let Some(f) = &r.first_redrive {
+        t.add_row(vec![
+            format!(
+                "first redrive: error filter, {} eligible over {} state machines",
+                f.data.eligible, f.data.standard_state_machines
+            ),
+            format!(
+                "{:.2}s after the poll started ({} redriven by the stop; calls {})",
+                f.first_redrive_s,
+                f.redriven,
+                f.calls.short()
+            ),
+        ]);
+    }
     if let Some(l) = &r.latency {
         t.add_row(vec![
             format!(
@@ -986,7 +1142,7 @@ pub fn render(r: &BenchReport) -> String {
     }
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["target (issue 6)", "target", "measured", "met"]);
+    t.set_header(vec!["target", "wanted", "measured", "met"]);
     for x in &r.targets {
         t.add_row(vec![
             x.name.clone(),

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use redrive_bench::{self as bench, BenchConfig, Phase, Quota, ScaleSize, scale::ChildCommand};
 use redrive_emulator::{QuotaPreset, parse_duration};
 
-/// Benchmark: backlog drain vs the quota bound and a naive script, idle cost, 1,000-policy
+/// Benchmark: backlog drain vs the quota bound and a naive script, a CodePipeline drain, idle
+/// cost, 1,000-policy
 /// scale, a 5,000-policy fleet under a quota share, failure-to-redrive latency; every phase
 /// checked for duplicate or missed redrives.
 #[derive(Debug, Parser)]
@@ -44,6 +45,11 @@ struct Args {
     #[arg(long)]
     filter_executions: Option<u32>,
 
+    /// Eligible executions of the first-redrive run (error filter, stopped at the first
+    /// redrive) [default: 10000].
+    #[arg(long)]
+    first_executions: Option<u32>,
+
     /// State machines of the drain data sets [default: 10].
     #[arg(long)]
     state_machines: Option<u32>,
@@ -67,6 +73,15 @@ struct Args {
     /// Quota scale of the fleet phase [default: 20, --quick: 2].
     #[arg(long)]
     fleet_quota_scale: Option<f64>,
+
+    /// Eligible failed stages of the CodePipeline drain (as many ineligible pipelines again)
+    /// [default: 500, --quick: 40].
+    #[arg(long)]
+    pipelines: Option<u32>,
+
+    /// Factor on the emulator's CodePipeline buckets in the pipeline phase [default: 1].
+    #[arg(long)]
+    pipeline_quota_scale: Option<f64>,
 
     /// Failures per second of the latency phase [default: 5].
     #[arg(long)]
@@ -180,6 +195,9 @@ fn config_from(a: Args) -> BenchConfig {
     if let Some(n) = a.filter_executions {
         c.filter_executions = n;
     }
+    if let Some(n) = a.first_executions {
+        c.first_executions = n;
+    }
     if let Some(n) = a.state_machines {
         c.state_machines = n;
     }
@@ -198,6 +216,12 @@ fn config_from(a: Args) -> BenchConfig {
     }
     if let Some(s) = a.fleet_quota_scale {
         c.fleet_quota_scale = s;
+    }
+    if let Some(n) = a.pipelines {
+        c.pipeline_stages = n;
+    }
+    if let Some(s) = a.pipeline_quota_scale {
+        c.pipeline_quota_scale = s;
     }
     if let Some(r) = a.latency_rate {
         c.latency_rate = r;

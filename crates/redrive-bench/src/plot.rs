@@ -21,11 +21,13 @@ pub struct Panel {
     pub lines: Vec<Line>,
 }
 
-const W: u32 = 1400;
+/// Width of one panel.
+const W: u32 = 700;
 const H: u32 = 620;
 
 pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
-    let root = BitMapBackend::new(path, (W, H)).into_drawing_area();
+    let width = W * panels.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (width, H)).into_drawing_area();
     let err = |e: DrawingAreaErrorKind<_>| format!("plot: {e:?}");
     root.fill(&WHITE).map_err(err)?;
     text(&root, 20, 14, title, 3, &BLACK);

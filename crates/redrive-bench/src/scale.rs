@@ -379,7 +379,9 @@ pub async fn run(run: ScaleRun, child: Option<&ChildCommand>) -> Result<ScaleRes
         let _ = stop_tx.send(true);
         (timed_out, measured, at_cycle_end)
     };
-    let (_, (timed_out, (cycle_s, cpu, peak), at_cycle_end)) = tokio::join!(poll_loop, watch);
+    // Polls queued behind the share after the cycle are not measured: stop waiting for them.
+    let (_, (timed_out, (cycle_s, cpu, peak), at_cycle_end)) =
+        super::drain::drive(poll_loop, watch, Duration::from_secs(2)).await;
     let ledger = emu.ledger().await?;
     let stats = at_cycle_end?;
     let in_process = matches!(emu, Emu::InProcess(_));

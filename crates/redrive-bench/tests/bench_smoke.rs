@@ -19,7 +19,11 @@ fn quick_benchmark_runs_every_phase_and_checks_the_ledger() {
         "exit {:?}\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(stdout.contains("target (issue 6)"), "{stdout}");
+    assert!(stdout.contains("wanted"), "the targets table: {stdout}");
+    assert!(
+        stdout.contains("operator, CodePipeline stages"),
+        "the CodePipeline drain row: {stdout}"
+    );
     assert!(
         stdout.contains("0 duplicate redrives, 0 eligible left behind, 0 ineligible redriven: ok"),
         "{stdout}"
@@ -89,6 +93,40 @@ fn quick_benchmark_runs_every_phase_and_checks_the_ledger() {
             >= drains[1]["n"].as_u64().unwrap(),
         "{:#}",
         drains[1]
+    );
+
+    // The first-redrive run stops at its first redrive, which it did, without a duplicate or
+    // an ineligible one.
+    let first = &json["first_redrive"];
+    assert_eq!(first["timed_out"], false, "{first:#}");
+    assert_eq!(first["correctness"]["ok"], true, "{first:#}");
+    assert!(first["redriven"].as_u64().unwrap() >= 1, "{first:#}");
+    assert!(
+        first["first_redrive_s"].as_f64().unwrap() >= 0.0,
+        "{first:#}"
+    );
+    assert_eq!(first["data"]["eligible"], 360, "{first:#}");
+
+    // CodePipeline: every eligible stage retried once through the attempt ledger, nothing in
+    // the unselected stage or the succeeded pipelines, and the calls the protocol implies: every
+    // pipeline's state read, and one re-read per retry after its claim.
+    let p = &json["pipeline"];
+    let pd = &p["drain"];
+    assert_eq!(pd["correctness"]["ok"], true, "{p:#}");
+    assert_eq!(pd["timed_out"], false, "{p:#}");
+    let stages = pd["n"].as_u64().unwrap();
+    assert_eq!(stages, 40, "{p:#}");
+    assert_eq!(pd["data"]["pipelines"], 80, "{p:#}");
+    let cp = |api: &str| pd["calls"]["by_api"][api].as_u64().unwrap_or(0);
+    assert!(cp("codepipeline:RetryStageExecution") >= stages, "{p:#}");
+    assert!(
+        cp("codepipeline:GetPipelineState") >= 80 + stages,
+        "one read per pipeline and one re-read per claim: {p:#}"
+    );
+    assert!(
+        p["protocol_bound"]["time_min_s"].as_f64().unwrap()
+            >= pd["bound"]["time_min_s"].as_f64().unwrap(),
+        "{p:#}"
     );
 
     let idle = &json["idle"];
