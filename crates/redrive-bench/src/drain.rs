@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::error::ProvideErrorMetadata;
@@ -116,6 +117,29 @@ impl PollObserver for NullObserver {
     fn observe(&self, _: &Policy, _: &Result<PollReport, PollError>, _: &PolicyState) {}
 }
 
+/// Counts polls as they end, so the counts survive a loop that [`drive`] drops.
+#[derive(Default)]
+struct PollCounter {
+    polls: AtomicU64,
+    failed: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl PollObserver for PollCounter {
+    fn observe(&self, _: &Policy, result: &Result<PollReport, PollError>, _: &PolicyState) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(report) => {
+                self.errors
+                    .fetch_add(report.errors().len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 pub fn emulator_config(region: &str, q: Quota) -> EmulatorConfig {
     EmulatorConfig {
         region: region.to_string(),
@@ -191,15 +215,22 @@ pub async fn operate(
 ) -> (local::RunTotals, bool) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
-    let run = local::run(ctx, policies, false, false, Arc::new(NullObserver), stop_rx);
+    let counter = Arc::new(PollCounter::default());
+    let run = local::run(ctx, policies, false, false, counter.clone(), stop_rx);
     // local::run's future is not Send: drive it and the watcher in this task.
     let watch = async {
         let timed_out = until_count(count, n, started, timeout, Duration::from_millis(50)).await;
         let _ = stop_tx.send(true);
         timed_out
     };
-    let (totals, timed_out) = drive(run, watch, grace).await;
-    (totals.unwrap_or_default(), timed_out)
+    let (_, timed_out) = drive(run, watch, grace).await;
+    let totals = local::RunTotals {
+        polls: counter.polls.load(Ordering::Relaxed),
+        failed_polls: counter.failed.load(Ordering::Relaxed),
+        errors: counter.errors.load(Ordering::Relaxed),
+        ..local::RunTotals::default()
+    };
+    (totals, timed_out)
 }
 
 /// Time a drain's loop gets to finish its last poll after the backlog is drained.

@@ -1079,11 +1079,15 @@ pub fn render(r: &BenchReport) -> String {
         ]);
         t.add_row(vec![format!("{name}: AWS calls"), s.calls.short()]);
         t.add_row(vec![
-            format!("{name}: calls/s vs share × refill"),
+            format!("{name}: calls/s after the burst share vs share × refill"),
             s.rates
                 .iter()
                 .map(|a| match a.cap_per_s {
-                    Some(cap) => format!("{} {:.1}/s (cap {cap:.1})", short_api(&a.api), a.per_s),
+                    Some(cap) => format!(
+                        "{} {:.1}/s (cap {cap:.1})",
+                        short_api(&a.api),
+                        a.per_s_after_burst
+                    ),
                     None => format!("{} {:.1}/s", short_api(&a.api), a.per_s),
                 })
                 .collect::<Vec<_>>()

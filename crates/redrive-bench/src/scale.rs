@@ -53,6 +53,9 @@ pub struct ApiRate {
     pub api: String,
     pub calls: u64,
     pub per_s: f64,
+    /// `(calls − share × burst) / cycle`: the rate once the share of the burst is spent, the
+    /// one to compare with `cap_per_s`.
+    pub per_s_after_burst: f64,
     /// share × refill per second (None: no published bucket).
     pub cap_per_s: Option<f64>,
     /// share × (burst + refill × cycle).
@@ -325,6 +328,8 @@ pub async fn run(run: ScaleRun, child: Option<&ChildCommand>) -> Result<ScaleRes
             .map_err(|e| format!("emulator: {e}"))?,
         ),
     };
+    // What an earlier run in this process freed is not this run's memory.
+    sys::release_freed_memory();
     sys::reset_peak_rss();
     let rss_before = sys::rss_kib();
     let mut policies = data::scale_policies(region, size.policies, size.machines_per_policy);
@@ -442,6 +447,8 @@ fn rates(q: Quota, share: f64, calls: &Calls, cycle_s: f64) -> Vec<ApiRate> {
                 api: api.clone(),
                 calls: n,
                 per_s: n as f64 / cycle_s.max(1e-9),
+                per_s_after_burst: (n as f64 - bucket.map_or(0.0, |(b, _)| share * b)).max(0.0)
+                    / cycle_s.max(1e-9),
                 cap_per_s: bucket.map(|(_, r)| share * r),
                 // One call of rounding: the cap's burst is rounded up to a whole call.
                 within_cap: allowed.is_none_or(|a| n as f64 <= a + 1.0),

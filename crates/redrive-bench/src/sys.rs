@@ -13,6 +13,25 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Hand heap memory that earlier phases freed back to the kernel (glibc's `malloc_trim(0)`,
+/// every arena), so that the next phase's RSS starts from what is live, not from what the
+/// allocator kept. False where there is no such call.
+pub fn release_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            /// malloc_trim(3) from the glibc the standard library already links.
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim takes no pointers and only returns unused pages to the kernel.
+        unsafe { malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// `VmRSS` (current resident set size) of this process in KiB.
 pub fn rss_kib() -> Option<u64> {
     status_field("VmRSS:")
