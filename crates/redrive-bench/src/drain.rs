@@ -249,6 +249,56 @@ pub fn backlog_bound(q: Quota, b: &Backlog, filter: bool) -> Bound {
     quota::bound(q.preset, q.scale, &calls, n)
 }
 
+/// What a drain measured: its identity, the first action per eligible run, and the calls.
+pub struct Measured<'a> {
+    pub name: &'a str,
+    pub runner: &'static str,
+    pub error_filter: bool,
+    pub region: &'a str,
+    pub data: DrainData,
+    /// First action of every eligible run that was acted on.
+    pub firsts: Vec<Timestamp>,
+    pub eligible: u64,
+    pub correctness: Correctness,
+    pub calls: Calls,
+    pub bound: Bound,
+    pub t0: Timestamp,
+    pub timed_out: bool,
+}
+
+impl DrainResult {
+    /// Wall time, rates and the series from what a drain measured (every target's drain).
+    pub fn from_measured(m: Measured<'_>) -> Self {
+        let n = m.eligible;
+        let last = m.firsts.iter().max().copied().unwrap_or(m.t0);
+        let wall_s = last.duration_since(m.t0).as_secs_f64().max(1e-3);
+        DrainResult {
+            name: m.name.to_string(),
+            runner: m.runner,
+            error_filter: m.error_filter,
+            region: m.region.to_string(),
+            data: m.data,
+            n,
+            wall_s,
+            first_redrive_s: m
+                .firsts
+                .iter()
+                .min()
+                .map_or(f64::NAN, |t| t.duration_since(m.t0).as_secs_f64()),
+            redrives_per_s: m.correctness.redriven as f64 / wall_s,
+            calls_per_redrive: m.calls.total as f64 / n.max(1) as f64,
+            calls: m.calls,
+            ratio_to_bound: (m.bound.time_min_s > 0.0).then(|| m.bound.time_min_s / wall_s),
+            bound: m.bound,
+            polls: None,
+            poll_errors: None,
+            correctness: m.correctness,
+            timed_out: m.timed_out,
+            series: check::remaining_series(&m.firsts, n, m.t0, 400),
+        }
+    }
+}
+
 // One call site assembles a result from the measured pieces; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -262,39 +312,22 @@ fn finish(
     timed_out: bool,
 ) -> DrainResult {
     let ledger = handle.ledger();
-    let stats = handle.stats();
-    let correctness = check::check(&ledger, &b.eligible);
-    let firsts = check::first_redrives(&ledger, &b.eligible);
-    let times: Vec<Timestamp> = firsts.values().copied().collect();
-    let n = b.eligible.len() as u64;
-    let last = times.iter().max().copied().unwrap_or(t0);
-    let wall_s = last.duration_since(t0).as_secs_f64().max(1e-3);
-    let first_redrive_s = times
-        .iter()
-        .min()
-        .map_or(f64::NAN, |t| t.duration_since(t0).as_secs_f64());
-    let bound = backlog_bound(q, b, filter);
-    let calls = Calls::from_stats(&stats);
-    DrainResult {
-        name: name.to_string(),
+    DrainResult::from_measured(Measured {
+        name,
         runner,
         error_filter: filter,
-        region: b.region.clone(),
+        region: &b.region,
         data: DrainData::Executions(b.summary()),
-        n,
-        wall_s,
-        first_redrive_s,
-        redrives_per_s: correctness.redriven as f64 / wall_s,
-        calls_per_redrive: calls.total as f64 / n.max(1) as f64,
-        calls,
-        ratio_to_bound: (bound.time_min_s > 0.0).then(|| bound.time_min_s / wall_s),
-        bound,
-        polls: None,
-        poll_errors: None,
-        correctness,
+        firsts: check::first_redrives(&ledger, &b.eligible)
+            .into_values()
+            .collect(),
+        eligible: b.eligible.len() as u64,
+        correctness: check::check(&ledger, &b.eligible),
+        calls: Calls::from_stats(&handle.stats()),
+        bound: backlog_bound(q, b, filter),
+        t0,
         timed_out,
-        series: check::remaining_series(&times, n, t0, 400),
-    }
+    })
 }
 
 /// The operator's local-mode loop (`local::run`, pollInterval 10 s) until the backlog is drained.

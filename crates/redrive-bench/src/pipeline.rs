@@ -12,7 +12,7 @@ use serde_json::json;
 use super::Quota;
 use super::check;
 use super::data;
-use super::drain::{self, Calls, DrainData, DrainResult};
+use super::drain::{self, Calls, DrainData, DrainResult, Measured};
 use super::quota::{self, Bound};
 use redrive_emulator::{
     self as emulator, ActionOutcome, EmulatorHandle, PipelineExecutionSpec, PipelineSpec,
@@ -225,40 +225,26 @@ fn finish(
         &p.eligible,
     );
     let firsts = check::first_acts(keys.iter().map(|(k, _, at)| (k.as_str(), *at)), &p.eligible);
-    let times: Vec<jiff::Timestamp> = firsts.values().copied().collect();
-    let n = p.eligible.len() as u64;
-    let last = times.iter().max().copied().unwrap_or(t0);
-    let wall_s = last.duration_since(t0).as_secs_f64().max(1e-3);
-    let bound = p.bound(q);
     let protocol_bound = p.protocol_bound(q);
-    let calls = Calls::from_stats(&handle.stats());
-    let ratio = |b: &Bound| (b.time_min_s > 0.0).then(|| b.time_min_s / wall_s);
+    let drain = DrainResult::from_measured(Measured {
+        name,
+        runner: "operator",
+        error_filter: false,
+        region: REGION,
+        data: DrainData::Pipelines(p.summary()),
+        firsts: firsts.into_values().collect(),
+        eligible: p.eligible.len() as u64,
+        correctness,
+        calls: Calls::from_stats(&handle.stats()),
+        bound: p.bound(q),
+        t0,
+        timed_out,
+    });
     PipelineResult {
-        drain: DrainResult {
-            name: name.to_string(),
-            runner: "operator",
-            error_filter: false,
-            region: REGION.to_string(),
-            data: DrainData::Pipelines(p.summary()),
-            n,
-            wall_s,
-            first_redrive_s: times
-                .iter()
-                .min()
-                .map_or(f64::NAN, |t| t.duration_since(t0).as_secs_f64()),
-            redrives_per_s: correctness.redriven as f64 / wall_s,
-            calls_per_redrive: calls.total as f64 / n.max(1) as f64,
-            calls,
-            ratio_to_bound: ratio(&bound),
-            bound,
-            polls: None,
-            poll_errors: None,
-            correctness,
-            timed_out,
-            series: check::remaining_series(&times, n, t0, 400),
-        },
-        ratio_to_protocol_bound: ratio(&protocol_bound),
+        ratio_to_protocol_bound: (protocol_bound.time_min_s > 0.0)
+            .then(|| protocol_bound.time_min_s / drain.wall_s),
         protocol_bound,
+        drain,
     }
 }
 
