@@ -231,6 +231,13 @@ pub struct RedrivePolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
 
+    /// Which eligible failures go first when the budget, the caps or the service's quotas
+    /// cannot take them all at once: OldestFirst (default: closest to the service's redrive
+    /// limit, 14 days for Step Functions) or NewestFirst (the freshest failures, whose
+    /// consumers are most likely still waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<RedriveOrder>,
+
     /// How often to look for failed runs (e.g. 30s, 1m, 5m, 1h30m): 10s to 24h. Keep it shorter
     /// than the window (window.maxAge - window.minAge), or a failure can leave the window
     /// between two polls (the operator warns in status).
@@ -430,6 +437,19 @@ pub struct PipelineSelector {
 pub enum StageStatus {
     Failed,
     Stopped,
+}
+
+// The order in which eligible failures are redriven (`spec.order`). No doc comment: on an
+// optional field the type's description would replace the field's in the CRD.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum RedriveOrder {
+    /// Oldest failure first: closest to the service's redrive limit.
+    #[default]
+    OldestFirst,
+    /// Newest failure first.
+    NewestFirst,
 }
 
 /// RetryStageExecution's retryMode.

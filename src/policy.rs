@@ -12,8 +12,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::{Regex, RegexBuilder};
 
 use crate::crd::{
-    CodePipelineTarget, DEFAULT_SFN_STATUSES, FailureStatus, FlowServiceTarget, RedrivePolicy,
-    RedrivePolicySpec, RetryMode, StageStatus, StepFunctionsTarget,
+    CodePipelineTarget, DEFAULT_SFN_STATUSES, FailureStatus, FlowServiceTarget, RedriveOrder,
+    RedrivePolicy, RedrivePolicySpec, RetryMode, StageStatus, StepFunctionsTarget,
 };
 use crate::engine::RunStatus;
 
@@ -211,6 +211,8 @@ pub struct Policy {
     pub backoff: Option<BackoffPolicy>,
     pub redrives_per_minute: Option<u32>,
     pub max_running_redriven: Option<u32>,
+    /// Which eligible failures the budget serves first (`spec.order`).
+    pub order: RedriveOrder,
     pub poll_interval: Duration,
 }
 
@@ -423,6 +425,7 @@ impl Policy {
             backoff,
             redrives_per_minute: budget.redrives_per_minute,
             max_running_redriven: budget.max_running_redriven,
+            order: spec.order.unwrap_or_default(),
             poll_interval,
         })
     }

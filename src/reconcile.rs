@@ -601,7 +601,7 @@ async fn poll_inner<T: Target>(
     // decided and handed to the redrivers while the next wave is read, so the first redrive
     // does not wait for every read. The budget carries from wave to wave, so rate and
     // concurrency caps stay exact.
-    let candidates = engine::priority_order(candidates);
+    let candidates = engine::priority_order(candidates, policy.order);
     let wave = concurrency.max(1) * WAVE_PER_SLOT;
     let (to_redrive_tx, to_redrive_rx) = futures::channel::mpsc::unbounded::<(Candidate, String)>();
     let mut plan = engine::Plan::default();

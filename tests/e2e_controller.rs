@@ -127,6 +127,11 @@ async fn the_api_server_rejects_invalid_policies_with_the_crd_messages() {
             "Unsupported value: \"CRASHED\"",
         ),
         (
+            "bad order value",
+            json!({"order": "Sideways"}),
+            "Unsupported value: \"Sideways\"",
+        ),
+        (
             "maxAge over 14 days",
             json!({"window": {"maxAge": "15d"}}),
             "window.maxAge must be at most 14d",

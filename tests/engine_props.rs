@@ -12,7 +12,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
-use redrive_operator::crd::{FailureStatus, RedrivePolicySpec};
+use redrive_operator::crd::{FailureStatus, RedriveOrder, RedrivePolicySpec};
 use redrive_operator::engine::{
     BudgetState, Candidate, Decision, Details, Plan, Redrivability, RunStatus, TargetLimits,
     backoff_delay, client_token, needs_details, plan, priority_order,
@@ -158,6 +158,10 @@ fn fast_policy(spec: &Value, errors: usize) -> Option<Policy> {
         .as_u64()
         .map(|n| n as u32);
     p.poll_interval = dur(spec["pollInterval"].as_str().unwrap());
+    p.order = match spec["order"].as_str() {
+        Some("NewestFirst") => RedriveOrder::NewestFirst,
+        _ => RedriveOrder::OldestFirst,
+    };
     Some(p)
 }
 
@@ -184,9 +188,9 @@ fn arb_spec() -> impl Strategy<Value = (Value, usize)> {
             statuses,
             prop_oneof![1 => Just(0usize), 1 => 1..=ERROR_BLOCKS.len()],
         ),
-        (window, prop_oneof![4 => 1u32..=5, 1 => 1u32..=1000], backoff, budget, select(vec!["10s", "1m", "5m"])),
+        (window, prop_oneof![4 => 1u32..=5, 1 => 1u32..=1000], backoff, budget, select(vec!["10s", "1m", "5m"]), proptest::option::of(select(vec!["OldestFirst", "NewestFirst"]))),
     )
-        .prop_map(|((suspend, dry_run, statuses, errors), (window, max_redrives, backoff, budget, poll))| {
+        .prop_map(|((suspend, dry_run, statuses, errors), (window, max_redrives, backoff, budget, poll, order))| {
             let mut spec = json!({
                 "suspend": suspend,
                 "dryRun": dry_run,
@@ -221,6 +225,9 @@ fn arb_spec() -> impl Strategy<Value = (Value, usize)> {
                     b["maxRunningRedriven"] = json!(r);
                 }
                 spec["budget"] = b;
+            }
+            if let Some(o) = order {
+                spec["order"] = json!(o);
             }
             (spec, errors)
         })
@@ -656,7 +663,7 @@ proptest! {
     #[test]
     fn waves_with_a_carried_budget_decide_as_one_plan(w in arb_world(), wave in 1usize..6) {
         let whole = w.plan();
-        let ordered = priority_order(w.candidates.clone());
+        let ordered = priority_order(w.candidates.clone(), w.case.policy.order);
         let mut budget = w.budget.clone();
         let mut entries = Vec::new();
         for chunk in ordered.chunks(wave) {
@@ -766,14 +773,20 @@ proptest! {
         }
     }
 
-    /// Redrives come first, oldest stop first.
+    /// Redrives come first, oldest stop first (`order: NewestFirst`: newest first).
     #[test]
-    fn redrives_are_ordered_oldest_stop_first(w in arb_world()) {
+    fn redrives_are_ordered_by_stop_in_the_policys_order(w in arb_world()) {
         let p = w.plan();
         let first_other = p.entries.iter().position(|e| !e.decision.is_redrive()).unwrap_or(p.entries.len());
         prop_assert!(p.entries[first_other..].iter().all(|e| !e.decision.is_redrive()));
         let stops: Vec<_> = p.redrives().map(|e| e.candidate.stopped.unwrap_or(e.candidate.started)).collect();
-        prop_assert!(stops.windows(2).all(|s| s[0] <= s[1]));
+        let newest_first = w.case.spec["order"] == "NewestFirst";
+        prop_assert_eq!(w.case.policy.order == RedriveOrder::NewestFirst, newest_first);
+        if newest_first {
+            prop_assert!(stops.windows(2).all(|s| s[0] >= s[1]), "{:?}", stops);
+        } else {
+            prop_assert!(stops.windows(2).all(|s| s[0] <= s[1]), "{:?}", stops);
+        }
     }
 
     /// `needs_details` is true exactly for candidates that would otherwise wait for details.
@@ -905,7 +918,7 @@ fn summary(p: &Policy) -> String {
             .collect::<Vec<_>>()
     });
     format!(
-        "{} {} {:?} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}",
+        "{} {} {:?} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {} {:?}",
         p.suspend,
         p.dry_run,
         p.statuses,
@@ -918,6 +931,7 @@ fn summary(p: &Policy) -> String {
         p.max_running_redriven,
         p.poll_interval,
         p.needs_error_details(),
+        p.order,
     )
 }
 

@@ -1046,6 +1046,38 @@ fn codes(plan: &Plan) -> Vec<&'static str> {
     plan.entries.iter().map(|e| e.decision.code()).collect()
 }
 
+/// `order: NewestFirst`: the budget goes to the newest failures; the oldest wait.
+#[test]
+fn newest_first_gives_the_budget_to_the_newest_failures() {
+    let policy = policy(json!({ "budget": { "redrivesPerMinute": 2 }, "order": "NewestFirst" }));
+    let budget = BudgetState {
+        rate_available: Some(2),
+        rate_next_at: Some(at(20)),
+        running_redriven: None,
+    };
+    let p = plan(&eligible(5), &policy, now(), &sfn_limits(), &budget);
+    assert_eq!(ids(&p), ["e4", "e3", "e2", "e1", "e0"], "newest stop first");
+    assert_eq!(
+        codes(&p),
+        [
+            "Redrive",
+            "Redrive",
+            "BudgetExhausted",
+            "BudgetExhausted",
+            "BudgetExhausted"
+        ]
+    );
+    // The default, OldestFirst, serves the same data the other way round.
+    let oldest = plan(
+        &eligible(5),
+        &self::policy(json!({ "budget": { "redrivesPerMinute": 2 } })),
+        now(),
+        &sfn_limits(),
+        &budget,
+    );
+    assert_eq!(ids(&oldest)[..2], ["e0", "e1"]);
+}
+
 #[test]
 fn rate_budget_limits_redrives_and_the_rest_wait_for_the_next_token() {
     let policy = policy(json!({ "budget": { "redrivesPerMinute": 2 } }));

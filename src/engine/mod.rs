@@ -21,6 +21,7 @@ pub use candidate::{Candidate, Details, Idempotency, Redrivability, RunStatus};
 pub use reason::Reason;
 pub use token::client_token;
 
+use crate::crd::RedriveOrder;
 use crate::policy::Policy;
 
 /// Hard limits of the target service, applied before the policy's own rules.
@@ -254,24 +255,31 @@ fn error_filters(c: &Candidate, policy: &Policy, now: Timestamp) -> Result<(), D
     Ok(())
 }
 
-/// Decide for every candidate. Eligible candidates are ordered oldest stop first (closest to the
-/// redrive deadline), and budgets are applied in that order. A repeated (id, redrive_count) is
-/// planned once, from its first listing.
-/// The order redrives are attempted in when the budget cannot cover all: by failure time, then
-/// id (deterministic).
-fn priority(c: &Candidate) -> (Timestamp, &str) {
-    (c.stopped.unwrap_or(c.started), c.id.as_str())
+/// The order redrives are attempted in when the budget cannot cover all: by failure time in the
+/// policy's `order` (oldest first by default: closest to the redrive deadline), then id
+/// (deterministic either way).
+fn by_priority(order: RedriveOrder, a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    let at = |c: &Candidate| c.stopped.unwrap_or(c.started);
+    let time = match order {
+        RedriveOrder::OldestFirst => at(a).cmp(&at(b)),
+        RedriveOrder::NewestFirst => at(b).cmp(&at(a)),
+    };
+    time.then_with(|| a.id.cmp(&b.id))
 }
 
-/// `candidates` in [`plan`]'s priority order, each (run, observed attempts) once (the first
-/// listed): a poll that decides them in slices, in this order, decides as one call would.
-pub fn priority_order(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+/// `candidates` in [`plan`]'s priority order for `order`, each (run, observed attempts) once
+/// (the first listed): a poll that decides them in slices, in this order, decides as one call
+/// would.
+pub fn priority_order(mut candidates: Vec<Candidate>, order: RedriveOrder) -> Vec<Candidate> {
     let mut seen = std::collections::HashSet::new();
     candidates.retain(|c| seen.insert((c.id.clone(), c.attempts)));
-    candidates.sort_by(|a, b| priority(a).cmp(&priority(b)));
+    candidates.sort_by(|a, b| by_priority(order, a, b));
     candidates
 }
 
+/// Decide for every candidate. Eligible candidates are ordered by failure time in the policy's
+/// `order` ([`priority_order`]), and budgets are applied in that order. A repeated (id,
+/// redrive_count) is planned once, from its first listing.
 pub fn plan(
     candidates: &[Candidate],
     policy: &Policy,
@@ -298,7 +306,7 @@ pub fn plan(
             }),
         }
     }
-    eligible.sort_by(|(a, _), (b, _)| priority(a).cmp(&priority(b)));
+    eligible.sort_by(|(a, _), (b, _)| by_priority(policy.order, a, b));
 
     let mut rate_left = budget.rate_available;
     let mut running = budget.running_redriven.unwrap_or(0);
