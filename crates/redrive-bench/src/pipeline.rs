@@ -15,8 +15,7 @@ use super::data;
 use super::drain::{self, Calls, DrainData, DrainResult, Measured};
 use super::quota::{self, Bound};
 use redrive_emulator::{
-    self as emulator, ActionOutcome, EmulatorHandle, PipelineExecutionSpec, PipelineSpec,
-    RetryLedgerEntry, Scenario,
+    self as emulator, ActionOutcome, EmulatorHandle, PipelineExecutionSpec, PipelineSpec, Scenario,
 };
 use redrive_operator::ledger::MemoryLedger;
 use redrive_operator::policy::Policy;
@@ -161,15 +160,6 @@ impl Pipelines {
     }
 }
 
-/// `(pipeline/stage, manual retries before)` of every performed retry, with its time.
-fn retries(ledger: &[RetryLedgerEntry]) -> impl Iterator<Item = &RetryLedgerEntry> {
-    ledger.iter().filter(|e| e.outcome.is_retried())
-}
-
-fn run_key(e: &RetryLedgerEntry) -> String {
-    format!("{}/{}", e.pipeline_name, e.stage_name)
-}
-
 /// Result of the CodePipeline drain, in the drain table's shape, with the bound of the
 /// operator's own protocol beside it.
 #[derive(Clone, Debug, Serialize)]
@@ -201,7 +191,7 @@ pub async fn run(name: &str, q: Quota, p: &Pipelines) -> Result<PipelineResult, 
         drain::GRACE,
     )
     .await;
-    let mut r = finish(name, q, p, &handle, t0, timed_out);
+    let mut r = finish(name, q, p, protocol_bound, &handle, t0, timed_out);
     r.drain.polls = Some(totals.polls);
     r.drain.poll_errors = Some(totals.errors + totals.failed_polls);
     handle.shutdown().await;
@@ -212,20 +202,26 @@ fn finish(
     name: &str,
     q: Quota,
     p: &Pipelines,
+    protocol_bound: Bound,
     handle: &EmulatorHandle,
     t0: jiff::Timestamp,
     timed_out: bool,
 ) -> PipelineResult {
-    let ledger = handle.codepipeline_ledger();
-    let keys: Vec<(String, u32, jiff::Timestamp)> = retries(&ledger)
-        .map(|e| (run_key(e), e.manual_stage_retry_attempt_before, e.at))
+    // Every performed retry as (pipeline/stage, manual retries before it, time).
+    let keys: Vec<(String, u32, jiff::Timestamp)> = handle
+        .codepipeline_ledger()
+        .iter()
+        .filter(|e| e.outcome.is_retried())
+        .map(|e| {
+            let run = format!("{}/{}", e.pipeline_name, e.stage_name);
+            (run, e.manual_stage_retry_attempt_before, e.at)
+        })
         .collect();
     let correctness = check::tally(
         keys.iter().map(|(k, before, _)| (k.as_str(), *before)),
         &p.eligible,
     );
     let firsts = check::first_acts(keys.iter().map(|(k, _, at)| (k.as_str(), *at)), &p.eligible);
-    let protocol_bound = p.protocol_bound(q);
     let drain = DrainResult::from_measured(Measured {
         name,
         runner: "operator",
